@@ -1,0 +1,59 @@
+# make run        start the app with its own aria2c (the embedded default)
+# make test       run the whole test suite
+# make lint       ruff
+# make supervise  run aria2c and the app under supervisord (supervisord.conf)
+# make bench      measure speed against raw aria2c and curl (see docs/BENCHMARKS.md)
+#
+# Each target creates .venv, installs the project into it, and installs the Debian
+# packages it needs when they are missing and you are root or have sudo.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+ARGS   ?=
+
+.PHONY: run test lint supervise bench clean
+
+# $(call apt_ensure,command:package ...,what happens without them)
+define apt_ensure
+	@missing=""; for pair in $(1); do command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then sudo=""; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+	else echo "Not installing$$missing: needs root or sudo. $(2)"; exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then echo "No apt-get here; install$$missing yourself. $(2)"; exit 0; fi; \
+	echo "Installing$$missing (Debian packages)..."; \
+	$$sudo apt-get update -qq >/dev/null && \
+	DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null \
+	|| echo "Could not install$$missing. $(2)"
+endef
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(call apt_ensure,aria2c:aria2,Downloads will use the slower single-connection fallback.)
+	$(BIN)/orchestrator serve $(ARGS)
+
+test: $(STAMP)
+	$(call apt_ensure,aria2c:aria2 chromium:chromium,Tests that need them will be skipped.)
+	$(BIN)/pytest $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check orchestrator tests bench
+
+supervise: $(STAMP)
+	$(call apt_ensure,aria2c:aria2 supervisord:supervisor,supervisord is required for this target.)
+	mkdir -p state/logs
+	supervisord -n -c supervisord.conf
+
+bench: $(STAMP)
+	$(call apt_ensure,aria2c:aria2 nginx:nginx-light curl:curl,The benchmark needs them.)
+	$(BIN)/python -m bench.run $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,248 @@
+"""Starlette routes: the page, the WebSocket and the REST API. No logic of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from . import __version__
+from .config import STAGING_FOLDER, Settings
+from .engines import EngineChoice, choose_engine
+from .errors import OrchestratorError
+from .events import Hub
+from .jobs import JobStore
+from .manager import Manager
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 64 * 1024
+ACTIONS = ("cancel", "pause", "resume", "retry")
+DAEMON_CHECK_SECONDS = 2.0
+
+
+def web_folder() -> Path:
+    """web/ inside the installed package, or beside it in a source checkout."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "web", package.parent / "web"):
+        if (candidate / "index.html").is_file():
+            return candidate
+    raise FileNotFoundError("web/index.html not found")
+
+
+def error_response(error: OrchestratorError) -> JSONResponse:
+    return JSONResponse({"error": error.as_dict()}, status_code=error.status)
+
+
+def create_app(settings: Settings, choice: EngineChoice | None = None) -> Starlette:
+    """The ASGI app. `choice` lets tests hand in an engine; by default --engine decides."""
+    state: dict[str, Any] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        settings.models_dir.mkdir(parents=True, exist_ok=True)
+        settings.staging_dir.mkdir(parents=True, exist_ok=True)
+        picked = choice or await asyncio.to_thread(choose_engine, settings)
+        hub = Hub()
+        manager = Manager(settings, JobStore(settings.database_path), picked.engine, hub)
+        await manager.start()
+        manager.engine_info.update(fallback=picked.engine.name != "aria2", hint=picked.hint)
+        state.update(manager=manager, hub=hub, choice=picked)
+        watchdog = asyncio.create_task(_watch_daemon(picked, manager))
+        log.info("serving on http://%s:%s with the %s engine", settings.host, settings.port,
+                 picked.engine.name)
+        try:
+            yield
+        finally:
+            watchdog.cancel()
+            await manager.stop()
+            manager.store.close()
+            if picked.daemon:
+                await asyncio.to_thread(picked.daemon.stop)
+
+    def manager() -> Manager:
+        return state["manager"]
+
+    async def health(request: Request) -> Response:
+        jobs = manager().jobs.values()
+        return JSONResponse({
+            "status": "ok" if manager().engine_up else "degraded",
+            "version": __version__,
+            "engine": manager().engine_info,
+            "jobs": {"active": sum(1 for job in jobs if job.active), "total": len(jobs)},
+            "clients": state["hub"].clients,
+        })
+
+    async def types(request: Request) -> Response:
+        return JSONResponse({"layout": settings.layout, "types": manager().types()})
+
+    async def list_downloads(request: Request) -> Response:
+        return JSONResponse({"jobs": manager().snapshot()})
+
+    async def create_download(request: Request) -> Response:
+        body = await request.body()
+        if len(body) > MAX_MESSAGE_BYTES:
+            raise OrchestratorError("message_too_large", "The request body is too large.", 413)
+        try:
+            data = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise OrchestratorError("invalid_json", "The request body is not valid JSON.") from None
+        job, created = await manager().submit(data, request_id=data.get("id") if isinstance(data, dict) else None)
+        return JSONResponse({"job": job.public()}, status_code=201 if created else 200)
+
+    async def one_download(request: Request) -> Response:
+        job = manager().get(request.path_params["job_id"])
+        return JSONResponse({"job": job.public()})
+
+    async def delete_download(request: Request) -> Response:
+        job = await manager().cancel(request.path_params["job_id"])
+        return JSONResponse({"job": job.public()})
+
+    async def act_on_download(request: Request) -> Response:
+        action = request.path_params["action"]
+        if action not in ("pause", "resume", "retry"):
+            raise OrchestratorError("not_found", f"Unknown action {action[:20]!r}.", 404)
+        job = await getattr(manager(), action)(request.path_params["job_id"])
+        return JSONResponse({"job": job.public()})
+
+    async def installed_models(request: Request) -> Response:
+        listing = await asyncio.to_thread(_installed, settings, manager().types())
+        return JSONResponse({"models": listing})
+
+    async def websocket(socket: WebSocket) -> None:
+        await _serve_socket(socket, manager(), state["hub"], settings)
+
+    async def handle_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, OrchestratorError)
+        return error_response(exc)
+
+    routes = [
+        Route("/api/health", health),
+        Route("/api/types", types),
+        Route("/api/models", installed_models),
+        Route("/api/downloads", list_downloads, methods=["GET"]),
+        Route("/api/downloads", create_download, methods=["POST"]),
+        Route("/api/downloads/{job_id}", one_download, methods=["GET"]),
+        Route("/api/downloads/{job_id}", delete_download, methods=["DELETE"]),
+        Route("/api/downloads/{job_id}/{action}", act_on_download, methods=["POST"]),
+        WebSocketRoute("/ws", websocket),
+        Mount("/", StaticFiles(directory=web_folder(), html=True)),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan,
+                     exception_handlers={OrchestratorError: handle_error})
+
+
+async def _watch_daemon(choice: EngineChoice, manager: Manager) -> None:
+    """Restart our own aria2c if it dies; its session brings the downloads back."""
+    if not choice.daemon:
+        return
+    while True:
+        await asyncio.sleep(DAEMON_CHECK_SECONDS)
+        try:
+            if await asyncio.to_thread(choice.daemon.ensure_running):
+                manager.hub.publish({"type": "engine", "data": {
+                    **manager.engine_info, "message": "aria2c stopped and was restarted"}})
+        except Exception:
+            log.exception("could not restart aria2c")
+
+
+def _installed(settings: Settings, types: list[dict[str, str]]) -> dict[str, list[dict]]:
+    listing: dict[str, list[dict]] = {}
+    for entry in types:
+        folder = settings.models_dir / entry["folder"]
+        files = []
+        if folder.is_dir() and not folder.name.startswith(STAGING_FOLDER):
+            for path in sorted(folder.iterdir()):
+                if path.is_file() and not path.name.startswith("."):
+                    info = path.stat()
+                    files.append({"name": path.name, "size": info.st_size, "modified": info.st_mtime})
+        listing[entry["name"]] = files
+    return listing
+
+
+# -- WebSocket -----------------------------------------------------------------------
+
+async def _serve_socket(socket: WebSocket, manager: Manager, hub: Hub, settings: Settings) -> None:
+    await socket.accept()
+    subscription = hub.subscribe()
+    subscription.put(json.dumps({"type": "hello", "data": {
+        "engine": manager.engine_info, "jobs": manager.snapshot(),
+        "types": manager.types(), "layout": settings.layout}}))
+    sender = asyncio.create_task(_pump(socket, subscription))
+    try:
+        while True:
+            message = await socket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            reply = await _handle_frame(manager, message)
+            if reply is not None:
+                subscription.put(json.dumps(reply))
+    except WebSocketDisconnect:
+        pass
+    finally:
+        sender.cancel()
+        subscription.close()
+
+
+async def _pump(socket: WebSocket, subscription: Any) -> None:
+    """The only sender on this socket, so frames never interleave."""
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+        while True:
+            await socket.send_text(await subscription.get())
+
+
+async def _handle_frame(manager: Manager, message: dict[str, Any]) -> dict[str, Any] | None:
+    raw = message.get("text")
+    if raw is None:
+        raw = message.get("bytes") or b""
+    size = len(raw.encode() if isinstance(raw, str) else raw)
+    if size > MAX_MESSAGE_BYTES:
+        return _socket_error(None, OrchestratorError("message_too_large", "That message is too large."))
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return _socket_error(None, OrchestratorError("invalid_json", "That message is not valid JSON."))
+    if not isinstance(data, dict):
+        return _socket_error(None, OrchestratorError("invalid_message", "A message must be a JSON object."))
+    try:
+        return await _dispatch(manager, data)
+    except OrchestratorError as error:
+        if data.get("type") == "download":
+            return {"type": "download", "id": data.get("id"), "job": None,
+                    "data": {"status": "error", **error.as_dict()}}
+        return _socket_error(data.get("id"), error)
+
+
+async def _dispatch(manager: Manager, data: dict[str, Any]) -> dict[str, Any] | None:
+    kind = data.get("type")
+    payload = data.get("data")
+    if kind == "ping":
+        return {"type": "pong", "id": data.get("id")}
+    if kind == "download":
+        job, created = await manager.submit(payload, request_id=data.get("id"))
+        if created:
+            return None  # the job's own events, sent to everyone, answer this
+        return {"type": "download", "id": data.get("id"), "job": job.id, "data": {
+            "status": "started", "state": job.state.value, "label": job.public()["label"],
+            "url": job.url, "type": job.model_type, "existing": True}}
+    if kind in ACTIONS:
+        job_id = payload.get("job") if isinstance(payload, dict) else None
+        await getattr(manager, kind)(job_id)
+        return None  # the state change is published to everyone
+    known = ", ".join(("download", *ACTIONS, "ping"))
+    raise OrchestratorError("unknown_message", f"Unknown message type {str(kind)[:40]!r}; known: {known}.")
+
+
+def _socket_error(request_id: Any, error: OrchestratorError) -> dict[str, Any]:
+    return {"type": "error", "id": request_id, "data": error.as_dict()}

@@ -1,0 +1,153 @@
+"""Settings from flags and environment; model types and the folder layouts they map to."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import OrchestratorError
+
+# A model type is a word the user picks; a layout decides which folder it lands in.
+MODEL_TYPES: dict[str, str] = {
+    "checkpoint": "Checkpoint (full Stable Diffusion model)",
+    "lora": "LoRA / LyCORIS / LoCon / DoRA",
+    "vae": "VAE",
+    "embedding": "Textual inversion embedding",
+    "upscaler": "Upscaler (ESRGAN and friends)",
+    "controlnet": "ControlNet",
+    "hypernetwork": "Hypernetwork",
+    "motion_module": "AnimateDiff motion module",
+    "clip_vision": "CLIP vision encoder",
+    "text_encoder": "Text encoder (CLIP, T5)",
+    "diffusion_model": "Diffusion model / UNet only",
+}
+
+LAYOUTS: dict[str, dict[str, str]] = {
+    "default": {name: name for name in MODEL_TYPES},
+    # AUTOMATIC1111 / Forge keep these under webui/models/ (embeddings: point
+    # --embeddings-dir at models/embeddings, see README).
+    "a1111": {
+        "checkpoint": "Stable-diffusion",
+        "lora": "Lora",
+        "vae": "VAE",
+        "embedding": "embeddings",
+        "upscaler": "ESRGAN",
+        "controlnet": "ControlNet",
+        "hypernetwork": "hypernetworks",
+        "motion_module": "animatediff_models",
+        "clip_vision": "clip_vision",
+        "text_encoder": "text_encoder",
+        "diffusion_model": "Stable-diffusion",
+    },
+    "comfyui": {
+        "checkpoint": "checkpoints",
+        "lora": "loras",
+        "vae": "vae",
+        "embedding": "embeddings",
+        "upscaler": "upscale_models",
+        "controlnet": "controlnet",
+        "hypernetwork": "hypernetworks",
+        "motion_module": "animatediff_models",
+        "clip_vision": "clip_vision",
+        "text_encoder": "text_encoders",
+        "diffusion_model": "diffusion_models",
+    },
+}
+
+ENGINES = ("auto", "aria2", "requests")
+STAGING_FOLDER = ".staging"
+
+
+def folder_for(model_type: str, layout: str) -> str:
+    """The folder (relative to the models folder) for a model type; unknown types are refused."""
+    if not isinstance(model_type, str) or model_type not in MODEL_TYPES:
+        known = ", ".join(MODEL_TYPES)
+        raise OrchestratorError(
+            "unknown_type", f"Unknown model type {str(model_type)[:40]!r}. Pick one of: {known}."
+        )
+    return LAYOUTS[layout][model_type]
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    models_dir: Path = field(default_factory=lambda: Path("models"))
+    state_dir: Path = field(default_factory=lambda: Path("state"))
+    engine: str = "auto"
+    aria2_rpc_url: str = "http://127.0.0.1:6800/jsonrpc"
+    aria2_secret: str | None = None
+    layout: str = "default"
+    poll_interval: float = 1.0
+    max_active: int = 5
+    log_level: str = "info"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.models_dir / STAGING_FOLDER
+
+    @property
+    def database_path(self) -> Path:
+        return self.state_dir / "jobs.sqlite3"
+
+
+# flag name -> (environment variable, default, help)
+_FLAGS: dict[str, tuple[str, str | None, str]] = {
+    "host": ("ORCHESTRATOR_HOST", "127.0.0.1", "address to listen on"),
+    "port": ("ORCHESTRATOR_PORT", "8000", "port to listen on"),
+    "models-dir": ("ORCHESTRATOR_MODELS_DIR", "models", "where model folders live"),
+    "state-dir": ("ORCHESTRATOR_STATE_DIR", "state", "job database, aria2 session and secret"),
+    "engine": ("ORCHESTRATOR_ENGINE", "auto",
+               "auto | aria2 (a daemon run elsewhere, e.g. supervisord) | requests"),
+    "aria2-rpc-url": ("ARIA2_RPC_URL", "http://127.0.0.1:6800/jsonrpc", "aria2 JSON-RPC URL"),
+    "aria2-secret": ("ARIA2_SECRET", None, "aria2 RPC secret (default: kept in the state dir)"),
+    "layout": ("ORCHESTRATOR_LAYOUT", "default", "folder names: default | a1111 | comfyui"),
+    "poll-interval": ("ORCHESTRATOR_POLL_INTERVAL", "1.0", "seconds between progress polls"),
+    "max-active": ("ORCHESTRATOR_MAX_ACTIVE", "5", "downloads moving bytes at once"),
+    "log-level": ("ORCHESTRATOR_LOG_LEVEL", "info", "debug | info | warning | error"),
+}
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
+    """Add the named flags; each defaults to its environment variable."""
+    for name in names:
+        env, default, text = _FLAGS[name]
+        parser.add_argument(
+            f"--{name}", default=os.environ.get(env, default), help=f"{text} (env {env})"
+        )
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Build Settings from parsed flags, checking each value so a typo fails at start."""
+    values = vars(args)
+
+    def pick(name: str) -> str | None:
+        return values.get(name.replace("-", "_"), _FLAGS[name][1])
+
+    engine = pick("engine")
+    layout = pick("layout")
+    if engine not in ENGINES:
+        raise SystemExit(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if layout not in LAYOUTS:
+        raise SystemExit(f"--layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
+    try:
+        port = int(pick("port"))
+        poll = float(pick("poll-interval"))
+        max_active = int(pick("max-active"))
+    except (TypeError, ValueError) as exc:
+        raise SystemExit(f"bad number in settings: {exc}") from None
+    return Settings(
+        host=pick("host"),
+        port=port,
+        models_dir=Path(pick("models-dir")).expanduser().absolute(),
+        state_dir=Path(pick("state-dir")).expanduser().absolute(),
+        engine=engine,
+        aria2_rpc_url=pick("aria2-rpc-url"),
+        aria2_secret=pick("aria2-secret") or None,
+        layout=layout,
+        poll_interval=max(0.1, poll),
+        max_active=max(1, max_active),
+        log_level=pick("log-level"),
+    )

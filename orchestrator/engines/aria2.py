@@ -1,0 +1,167 @@
+"""The aria2 engine: transfers run in an aria2c daemon, driven over JSON-RPC with aria2p."""
+
+from __future__ import annotations
+
+import re
+import time
+from urllib.parse import urlsplit
+
+import aria2p
+import requests
+
+from ..errors import http_error
+from .base import (
+    ACTIVE,
+    COMPLETE,
+    ERROR,
+    MISSING,
+    PAUSED,
+    REMOVED,
+    WAITING,
+    Transfer,
+    TransferStatus,
+)
+
+STATUS_KEYS = ["gid", "status", "totalLength", "completedLength", "downloadSpeed",
+               "errorCode", "errorMessage"]
+_STATES = {"active": ACTIVE, "waiting": WAITING, "paused": PAUSED, "complete": COMPLETE,
+           "error": ERROR, "removed": REMOVED}
+_HTTP_STATUS = re.compile(r"status=(\d{3})")
+
+# aria2 errorCode -> (our code, a sentence for a person)
+ERRORS: dict[str, tuple[str, str]] = {
+    "1": ("download_failed", "aria2 could not finish the download."),
+    "2": ("network_timeout", "The server stopped answering (timeout)."),
+    "3": ("origin_not_found", "The server says the file does not exist."),
+    "4": ("origin_not_found", "The server kept answering 'not found'."),
+    "5": ("too_slow", "The download was slower than the configured minimum and was stopped."),
+    "6": ("network", "A network problem interrupted the download."),
+    "8": ("no_resume", "The server does not support resuming, so the partial file cannot be continued."),
+    "9": ("disk_full", "The disk is full."),
+    "10": ("resume_mismatch", "The partial data on disk does not match this download."),
+    "13": ("file_exists", "A file with this name is already in the staging folder."),
+    "15": ("disk_error", "The partial file could not be opened."),
+    "16": ("disk_error", "The file could not be created or resized."),
+    "17": ("disk_error", "Writing the file failed (file system error)."),
+    "18": ("disk_error", "The download folder could not be created."),
+    "19": ("dns", "The server's name could not be resolved."),
+    "22": ("origin_error", "The server answered with an error."),
+    "23": ("too_many_redirects", "The link redirects too many times."),
+    "24": ("origin_forbidden", "The server refused access (authorisation failed)."),
+    "32": ("checksum_mismatch", "The downloaded file does not match its published SHA-256."),
+}
+
+
+def describe_error(code: str | None, message: str | None) -> tuple[str, str, int | None]:
+    """Our code, a sentence, and the HTTP status aria2 saw (if it says)."""
+    match = _HTTP_STATUS.search(message or "")
+    http_status = int(match.group(1)) if match else None
+    if code == "22" and http_status is not None:
+        error = http_error(http_status)
+        return error.code, error.message, http_status
+    ours, sentence = ERRORS.get(code or "", ("download_failed", "The download failed."))
+    return ours, sentence, http_status
+
+
+def client_for(rpc_url: str, secret: str, timeout: float = 10.0) -> aria2p.Client:
+    parts = urlsplit(rpc_url)
+    # aria2p wants the host without port or path, and always appends /jsonrpc
+    return aria2p.Client(host=f"{parts.scheme}://{parts.hostname}", port=parts.port or 6800,
+                         secret=secret, timeout=timeout)
+
+
+class Aria2Engine:
+    name = "aria2"
+    verifies_sha256 = True  # the checksum option makes aria2 check the bytes itself
+
+    def __init__(self, rpc_url: str, secret: str, timeout: float = 10.0) -> None:
+        self.rpc_url = rpc_url
+        self.client = client_for(rpc_url, secret, timeout)
+
+    def version(self) -> str:
+        return str(self.client.get_version()["version"])
+
+    def reachable(self) -> bool:
+        try:
+            self.version()
+        except (requests.RequestException, aria2p.ClientException, ValueError, KeyError):
+            return False
+        return True
+
+    def start(self, transfer: Transfer) -> str:
+        options: dict[str, object] = {
+            "dir": str(transfer.directory),
+            "out": transfer.filename,
+            "continue": "true",
+        }
+        if transfer.sha256:
+            options["checksum"] = f"sha-256={transfer.sha256}"
+        if transfer.headers:
+            options["header"] = list(transfer.headers)
+        transfer.directory.mkdir(parents=True, exist_ok=True)
+        return str(self.client.add_uri(transfer.urls, options=options))
+
+    def poll(self, handles: list[str]) -> dict[str, TransferStatus]:
+        if not handles:
+            return {}
+        calls = [(self.client.TELL_STATUS, [gid, STATUS_KEYS]) for gid in handles]
+        answers = self.client.multicall2(calls)
+        return {gid: self._status(gid, answer) for gid, answer in zip(handles, answers, strict=True)}
+
+    @staticmethod
+    def _status(gid: str, answer: object) -> TransferStatus:
+        if not isinstance(answer, list) or not answer:
+            return TransferStatus(gid, MISSING)  # a fault: aria2 no longer knows this GID
+        raw = answer[0]
+        total = int(raw.get("totalLength", 0)) or None
+        status = TransferStatus(
+            handle=gid,
+            state=_STATES.get(raw.get("status"), MISSING),
+            completed=int(raw.get("completedLength", 0)),
+            total=total,
+            speed=float(raw.get("downloadSpeed", 0)),
+        )
+        if status.state == ERROR:
+            code, message, http_status = describe_error(raw.get("errorCode"), raw.get("errorMessage"))
+            status.error_code, status.error_message, status.http_status = code, message, http_status
+        return status
+
+    def pause(self, handle: str) -> None:
+        try:
+            self.client.pause(handle)
+        except aria2p.ClientException:
+            self.client.force_pause(handle)
+
+    def resume(self, handle: str) -> None:
+        self.client.unpause(handle)
+
+    def remove(self, handle: str) -> None:
+        """Stop the transfer and wait until aria2 has let go of its files."""
+        try:
+            self.client.force_remove(handle)
+        except aria2p.ClientException:
+            pass  # already stopped or unknown
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            state = self.poll([handle])[handle].state
+            if state not in (ACTIVE, WAITING, PAUSED):
+                break
+            time.sleep(0.05)
+        self.forget(handle)
+
+    def forget(self, handle: str) -> None:
+        try:
+            self.client.remove_download_result(handle)
+        except aria2p.ClientException:
+            pass
+
+    def describe(self) -> dict:
+        try:
+            version = self.version()
+        except (requests.RequestException, aria2p.ClientException, ValueError, KeyError):
+            version = None
+        return {"name": self.name, "version": version, "connected": version is not None,
+                "rpc_url": self.rpc_url}
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,65 @@
+"""What every engine offers the manager. Engines move bytes; they know no services."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """One file to fetch into `directory / filename`, from URLs that need no secret."""
+
+    urls: list[str]
+    directory: Path
+    filename: str
+    size: int | None = None
+    sha256: str | None = None
+    headers: list[str] = field(default_factory=list)  # never credentials; e.g. Drive cookies
+
+
+# TransferStatus.state values
+WAITING, ACTIVE, PAUSED, COMPLETE, ERROR, REMOVED, MISSING = (
+    "waiting", "active", "paused", "complete", "error", "removed", "missing",
+)
+
+
+@dataclass
+class TransferStatus:
+    handle: str
+    state: str
+    completed: int = 0
+    total: int | None = None
+    speed: float = 0.0                   # bytes per second
+    error_code: str | None = None        # a code from engines.errors
+    error_message: str | None = None
+    sha256: str | None = None            # set when the engine hashed or verified the bytes
+    http_status: int | None = None       # 403/410 suggest an expired signed URL
+
+
+class Engine(Protocol):
+    """Synchronous: the manager calls these from a worker thread, never the event loop."""
+
+    name: str
+
+    def start(self, transfer: Transfer) -> str:
+        """Begin (or resume, from what is in `directory`) and return a handle."""
+
+    def poll(self, handles: list[str]) -> dict[str, TransferStatus]:
+        """Status of many transfers in one go."""
+
+    def pause(self, handle: str) -> None: ...
+
+    def resume(self, handle: str) -> None: ...
+
+    def remove(self, handle: str) -> None:
+        """Stop the transfer; the manager deletes its files if it wants them gone."""
+
+    def forget(self, handle: str) -> None:
+        """Drop a finished transfer's record from the engine."""
+
+    def describe(self) -> dict:
+        """Name, version and anything the health endpoint should show."""
+
+    def close(self) -> None: ...

@@ -1,0 +1,304 @@
+"""The fallback engine: plain `requests` on one connection, for machines without aria2c.
+
+A thread per transfer streams 1 MiB chunks into the staging file, hashing as it
+goes, and resumes with a Range request after a dropped connection, a pause or a
+restart of the app. It answers poll() with the same statuses as the aria2
+engine, so the manager cannot tell them apart.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from ..errors import OrchestratorError, http_error
+from .base import ACTIVE, COMPLETE, ERROR, MISSING, PAUSED, REMOVED, WAITING, Transfer, TransferStatus
+
+CHUNK_SIZE = 1024 * 1024
+RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
+_TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+
+
+class _Stopped(Exception):
+    """Raised inside a worker when the manager paused or removed the transfer."""
+
+
+class _Retry(Exception):
+    """A transient problem: wait, then continue from the bytes on disk."""
+
+
+@dataclass
+class _Run:
+    transfer: Transfer
+    state: str = WAITING
+    completed: int = 0
+    total: int | None = None
+    stop: str | None = None              # "pause" | "remove"
+    error: OrchestratorError | None = None
+    sha256: str | None = None
+    hasher: hashlib._Hash | None = None  # covers the first `hashed` bytes of the file
+    hashed: int = 0
+    samples: deque = field(default_factory=lambda: deque(maxlen=32))
+    thread: threading.Thread | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.transfer.directory / self.transfer.filename
+
+    def speed(self) -> float:
+        """Bytes per second over the last few seconds of samples."""
+        if len(self.samples) < 2:
+            return 0.0
+        (t0, b0), (t1, b1) = self.samples[0], self.samples[-1]
+        if time.monotonic() - t1 > 3:
+            return 0.0
+        return (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+class RequestsEngine:
+    name = "requests"
+    verifies_sha256 = False  # it hashes while streaming; the manager compares
+
+    def __init__(self, max_active: int = 5, chunk_size: int = CHUNK_SIZE, retries: int = 8,
+                 timeout: tuple[float, float] = (15, 60)) -> None:
+        self.chunk_size = chunk_size
+        self.retries = retries
+        self.timeout = timeout
+        self._slots = threading.BoundedSemaphore(max_active)
+        self._runs: dict[str, _Run] = {}
+        self._lock = threading.Lock()
+
+    def start(self, transfer: Transfer) -> str:
+        handle = "r" + uuid.uuid4().hex[:15]
+        run = _Run(transfer, total=transfer.size)
+        with self._lock:
+            self._runs[handle] = run
+        self._launch(run)
+        return handle
+
+    def _launch(self, run: _Run) -> None:
+        run.stop, run.state = None, WAITING
+        run.thread = threading.Thread(target=self._work, args=(run,), daemon=True,
+                                      name=f"fetch-{run.transfer.filename[:20]}")
+        run.thread.start()
+
+    def poll(self, handles: list[str]) -> dict[str, TransferStatus]:
+        statuses = {}
+        for handle in handles:
+            run = self._runs.get(handle)
+            if run is None:
+                statuses[handle] = TransferStatus(handle, MISSING)
+                continue
+            status = TransferStatus(handle, run.state, run.completed, run.total,
+                                    run.speed() if run.state == ACTIVE else 0.0, sha256=run.sha256)
+            if run.error:
+                status.error_code, status.error_message = run.error.code, run.error.message
+            statuses[handle] = status
+        return statuses
+
+    def pause(self, handle: str) -> None:
+        run = self._runs[handle]
+        if run.state in (ACTIVE, WAITING):
+            self._stop(run, "pause")
+            run.state = PAUSED
+
+    def resume(self, handle: str) -> None:
+        run = self._runs[handle]
+        if run.state == PAUSED:
+            self._launch(run)
+
+    def remove(self, handle: str) -> None:
+        run = self._runs.get(handle)
+        if run is None:
+            return
+        if run.state in (ACTIVE, WAITING):
+            self._stop(run, "remove")
+        run.state = REMOVED
+
+    def _stop(self, run: _Run, why: str) -> None:
+        run.stop = why
+        if run.thread and run.thread is not threading.current_thread():
+            run.thread.join(timeout=10)
+
+    def forget(self, handle: str) -> None:
+        with self._lock:
+            self._runs.pop(handle, None)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "version": requests.__version__, "connected": True}
+
+    def close(self) -> None:
+        for run in list(self._runs.values()):
+            if run.state in (ACTIVE, WAITING):
+                self._stop(run, "pause")
+
+    # -- the worker thread ---------------------------------------------------------------
+
+    def _work(self, run: _Run) -> None:
+        while not self._slots.acquire(timeout=0.2):
+            if run.stop:
+                return
+        try:
+            run.state = ACTIVE
+            self._fetch_with_retries(run)
+            run.state = COMPLETE
+        except _Stopped:
+            pass  # pause()/remove() already set the state
+        except OrchestratorError as error:
+            run.error, run.state = error, ERROR
+        except OSError as exc:
+            code = "disk_full" if exc.errno == errno.ENOSPC else "disk_error"
+            text = "The disk is full." if code == "disk_full" else f"Writing the file failed: {exc.strerror}."
+            run.error, run.state = OrchestratorError(code, text, 507), ERROR
+        finally:
+            self._slots.release()
+
+    def _fetch_with_retries(self, run: _Run) -> None:
+        session = requests.Session()
+        try:
+            for attempt in range(self.retries + 1):
+                try:
+                    self._fetch(run, session)
+                    return
+                except (_Retry, *_TRANSIENT) as exc:
+                    if attempt == self.retries:
+                        raise OrchestratorError(
+                            "network", f"The download kept failing after {self.retries} retries: "
+                            f"{_short(exc)}", 502) from None
+                    self._sleep(run, min(30.0, 2.0 * 2 ** attempt))
+        finally:
+            session.close()
+
+    def _sleep(self, run: _Run, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if run.stop:
+                raise _Stopped
+            time.sleep(0.1)
+
+    def _fetch(self, run: _Run, session: requests.Session) -> None:
+        path = run.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        have = path.stat().st_size if path.exists() else 0
+        if run.total is not None and have > run.total:
+            have = self._truncate(run, 0)
+        if run.total is not None and have == run.total and have > 0:
+            return self._finish(run, have)
+        headers = {"Accept-Encoding": "identity", **_header_dict(run.transfer.headers)}
+        if have:
+            headers["Range"] = f"bytes={have}-"
+        url = run.transfer.urls[0]
+        with session.get(url, headers=headers, stream=True, timeout=self.timeout) as response:
+            if response.status_code == 416 and have:
+                return self._range_refused(run, response, have)
+            have = self._check_response(run, response, have)
+            self._stream(run, response, have)
+        if run.total is not None and run.completed < run.total:
+            raise _Retry(f"connection closed at {run.completed} of {run.total} bytes")
+        return self._finish(run, run.completed)
+
+    def _check_response(self, run: _Run, response: requests.Response, have: int) -> int:
+        """Validate the answer; return how many bytes on disk it continues from."""
+        status = response.status_code
+        if status in RETRYABLE_STATUS:
+            raise _Retry(f"HTTP {status}")
+        if status >= 400:
+            raise http_error(status)
+        content_type = response.headers.get("Content-Type", "")
+        if "text/html" in content_type and not run.transfer.filename.lower().endswith((".html", ".htm")):
+            raise OrchestratorError(
+                "not_a_file", "The server sent a web page instead of the file "
+                "(a login or error page?); nothing was saved.", 502)
+        if status == 206:
+            start, total = _content_range(response.headers.get("Content-Range", ""))
+            if start != have:
+                return self._truncate(run, 0, restart_request=True)
+            run.total = total or run.total
+        else:  # 200: the whole file from byte 0, whatever we asked
+            if have:
+                have = self._truncate(run, 0)
+            length = response.headers.get("Content-Length")
+            if length and length.isdigit():
+                run.total = int(length)
+        return have
+
+    def _range_refused(self, run: _Run, response: requests.Response, have: int) -> None:
+        """416 to 'bytes=have-': done if the file is exactly that long, else start over."""
+        _, total = _content_range(response.headers.get("Content-Range", "").replace("*", "0-0"))
+        if total == have:
+            run.total = total
+            return self._finish(run, have)
+        self._truncate(run, 0, restart_request=True)
+        return None
+
+    def _truncate(self, run: _Run, size: int, restart_request: bool = False) -> int:
+        with open(run.path, "r+b" if run.path.exists() else "wb") as handle:
+            handle.truncate(size)
+        run.hasher, run.hashed, run.completed = None, 0, size
+        if restart_request:
+            raise _Retry("the server answered a different range; starting over")
+        return size
+
+    def _stream(self, run: _Run, response: requests.Response, have: int) -> None:
+        self._hash_prefix(run, have)
+        run.completed = have
+        run.samples.append((time.monotonic(), have))
+        with open(run.path, "r+b" if have else "wb") as handle:
+            handle.seek(have)
+            for chunk in response.iter_content(self.chunk_size):
+                if run.stop:
+                    raise _Stopped
+                handle.write(chunk)
+                run.hasher.update(chunk)
+                run.completed += len(chunk)
+                run.hashed = run.completed
+                run.samples.append((time.monotonic(), run.completed))
+
+    def _hash_prefix(self, run: _Run, have: int) -> None:
+        """Bring the running hash up to the bytes already on disk (after a restart)."""
+        if run.hasher is not None and run.hashed == have:
+            return
+        run.hasher, run.hashed = hashlib.sha256(), 0
+        if have:
+            with open(run.path, "rb") as handle:
+                while run.hashed < have:
+                    block = handle.read(min(4 * 1024 * 1024, have - run.hashed))
+                    if not block:
+                        break
+                    run.hasher.update(block)
+                    run.hashed += len(block)
+
+    def _finish(self, run: _Run, size: int) -> None:
+        self._hash_prefix(run, size)
+        run.completed = size
+        run.total = run.total or size
+        run.sha256 = run.hasher.hexdigest()
+
+
+def _content_range(value: str) -> tuple[int | None, int | None]:
+    """(start, total) from 'bytes a-b/total'."""
+    try:
+        unit, _, rest = value.partition(" ")
+        span, _, total = rest.partition("/")
+        start = int(span.split("-")[0])
+        return start, (int(total) if total.isdigit() else None)
+    except (ValueError, IndexError):
+        return None, None
+
+
+def _header_dict(lines: list[str]) -> dict[str, str]:
+    pairs = (line.split(":", 1) for line in lines if ":" in line)
+    return {name.strip(): value.strip() for name, value in pairs}
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text[:200]

@@ -1,0 +1,195 @@
+"""Everything that touches the models folder: names, staging, verification, the final move."""
+
+from __future__ import annotations
+
+import email.message
+import email.utils
+import hashlib
+import os
+import re
+import shutil
+import unicodedata
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from .config import STAGING_FOLDER
+from .errors import OrchestratorError
+
+MAX_NAME_BYTES = 200          # leaves room for ".aria2" and sidecar suffixes under 255
+HASH_CHUNK = 4 * 1024 * 1024
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f<>:"/\\|?*]')
+
+
+def sanitize_filename(raw: str) -> str:
+    """A filename that is safe in any models folder, or an error if nothing usable is left.
+
+    Path parts are dropped (only the last component counts), so `../../x` is `x`;
+    control and reserved characters become `_`; leading dots and spaces go, so
+    nothing can hide or escape; long names are cut keeping the extension.
+    """
+    name = unicodedata.normalize("NFC", str(raw)).replace("\\", "/").split("/")[-1]
+    name = _UNSAFE.sub("_", name).strip().lstrip(". ").rstrip(". ")
+    if not name or set(name) <= {"_"}:
+        raise OrchestratorError("invalid_filename", f"{str(raw)[:80]!r} is not a usable file name.")
+    return _shorten(name)
+
+
+def _shorten(name: str) -> str:
+    if len(name.encode()) <= MAX_NAME_BYTES:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    if not dot or len(ext) > 16:
+        stem, ext = name, ""
+    suffix = f".{ext}" if ext else ""
+    budget = MAX_NAME_BYTES - len(suffix.encode())
+    cut = stem.encode()[:budget].decode(errors="ignore")
+    return cut + suffix
+
+
+def filename_from_content_disposition(header: str | None) -> str | None:
+    """The filename a Content-Disposition header names; filename* wins (RFC 6266)."""
+    if not header:
+        return None
+    message = email.message.Message()
+    message["content-disposition"] = header
+    try:
+        params = message.get_params(header="content-disposition") or []
+    except (ValueError, TypeError, IndexError):
+        return None
+    # RFC 2231 values (filename*=UTF-8''...) arrive as (charset, language, text) tuples
+    plain = encoded = None
+    for name, value in params[1:]:
+        if name.lower() != "filename" or not value:
+            continue
+        if isinstance(value, tuple):
+            encoded = email.utils.collapse_rfc2231_value(value)
+        else:
+            plain = email.utils.unquote(value)
+    return encoded or plain or None
+
+
+def filename_from_url(url: str) -> str | None:
+    path = unquote(urlsplit(url).path)
+    last = path.rstrip("/").rsplit("/", 1)[-1]
+    return last or None
+
+
+def choose_filename(explicit: str | None, disposition: str | None, url: str) -> str:
+    """Explicit name, else the server's Content-Disposition, else the URL's last path part."""
+    for candidate in (explicit, filename_from_content_disposition(disposition),
+                      filename_from_url(url)):
+        if candidate:
+            return sanitize_filename(candidate)
+    raise OrchestratorError(
+        "no_filename", "The link names no file; give the download a name."
+    )
+
+
+def model_folder(models_dir: Path, folder: str) -> Path:
+    """The folder a type maps to, refusing anything that would resolve outside models_dir."""
+    root = models_dir.resolve()
+    target = (root / folder).resolve()
+    if target == root or root not in target.parents or folder.startswith(STAGING_FOLDER):
+        raise OrchestratorError("invalid_folder", f"{folder!r} is not a folder inside the models folder.")
+    return target
+
+
+def staging_dir(models_dir: Path, job_id: str) -> Path:
+    """Per-job scratch space on the same file system as the models, so the final move is atomic."""
+    if not re.fullmatch(r"[0-9a-f]{6,32}", job_id):
+        raise OrchestratorError("invalid_job", "Bad job id.")
+    return models_dir / STAGING_FOLDER / job_id
+
+
+def remove_staging(models_dir: Path, job_id: str) -> None:
+    shutil.rmtree(staging_dir(models_dir, job_id), ignore_errors=True)
+
+
+def sha256_of(path: Path, on_progress: Callable[[int], None] | None = None) -> str:
+    digest = hashlib.sha256()
+    done = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(HASH_CHUNK):
+            digest.update(chunk)
+            done += len(chunk)
+            if on_progress:
+                on_progress(done)
+    return digest.hexdigest()
+
+
+def looks_like_html(path: Path) -> bool:
+    """True when a file starts like a web page: an error or login page saved as a model."""
+    with open(path, "rb") as handle:
+        head = handle.read(512).lstrip().lower()
+    return head.startswith((b"<!doctype html", b"<html", b"<head", b"<body"))
+
+
+def ensure_free_space(directory: Path, needed: int | None) -> None:
+    """Refuse early when the disk cannot hold the file (plus a little slack)."""
+    if not needed:
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(directory).free
+    if free < needed + 16 * 1024 * 1024:
+        raise OrchestratorError(
+            "disk_full",
+            f"Not enough free space: the file needs {human_bytes(needed)}, "
+            f"the disk has {human_bytes(free)} free.",
+            status=507,
+        )
+
+
+def human_bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024:
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} TiB"
+
+
+def install(staged: Path, target: Path, overwrite: bool) -> None:
+    """Move a verified file into place in one step; never replaces a file unless asked.
+
+    os.link fails if the target exists, which makes "create only if absent" atomic;
+    os.replace is the atomic overwrite. When the models folder is a symlink to
+    another disk, the file is first copied next to the target, then moved.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        _place(staged, target, overwrite)
+    except OSError as exc:
+        if exc.errno != 18:  # EXDEV: staging and target on different file systems
+            raise
+        neighbour = target.with_name(f".{target.name}.part")
+        shutil.copyfile(staged, neighbour)
+        try:
+            _place(neighbour, target, overwrite)
+        finally:
+            neighbour.unlink(missing_ok=True)
+    staged.unlink(missing_ok=True)
+
+
+def _place(source: Path, target: Path, overwrite: bool) -> None:
+    if overwrite:
+        os.replace(source, target)
+        return
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        raise _exists(target) from None
+    except PermissionError:
+        # Some file systems (FAT, certain FUSE mounts) have no hard links; a
+        # check-then-rename is the best they allow.
+        if target.exists():
+            raise _exists(target) from None
+        os.rename(source, target)
+
+
+def _exists(target: Path) -> OrchestratorError:
+    return OrchestratorError(
+        "file_exists",
+        f"{target.name} already exists in {target.parent.name}/ and is a different file; "
+        "ask for overwrite to replace it.",
+        status=409,
+    )

@@ -1,0 +1,186 @@
+"""A download job, its states and legal transitions, and the SQLite file that keeps them."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from .errors import OrchestratorError
+
+
+class State(StrEnum):
+    QUEUED = "queued"
+    RESOLVING = "resolving"
+    DOWNLOADING = "downloading"
+    PAUSED = "paused"
+    VERIFYING = "verifying"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+_ANY_ACTIVE = {State.QUEUED, State.RESOLVING, State.DOWNLOADING, State.PAUSED}
+TRANSITIONS: dict[State, set[State]] = {
+    # queued: waiting to be resolved, or waiting in the engine's queue
+    State.QUEUED: {State.RESOLVING, State.DOWNLOADING, State.PAUSED, State.VERIFYING,
+                   State.FAILED, State.CANCELLED},
+    State.RESOLVING: {State.QUEUED, State.DOWNLOADING, State.PAUSED, State.VERIFYING,
+                      State.COMPLETED, State.FAILED, State.CANCELLED},
+    State.DOWNLOADING: {State.QUEUED, State.RESOLVING, State.PAUSED, State.VERIFYING,
+                        State.FAILED, State.CANCELLED},
+    State.PAUSED: {State.QUEUED, State.RESOLVING, State.DOWNLOADING, State.VERIFYING,
+                   State.FAILED, State.CANCELLED},
+    State.VERIFYING: {State.COMPLETED, State.FAILED},
+    State.COMPLETED: set(),
+    State.FAILED: {State.QUEUED, State.CANCELLED},
+    State.CANCELLED: {State.QUEUED},
+}
+ACTIVE_STATES = frozenset(_ANY_ACTIVE | {State.VERIFYING})
+FINISHED_STATES = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED})
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+@dataclass
+class Job:
+    """What the app knows about one download. Never holds a token or a signed URL."""
+
+    id: str
+    url: str
+    model_type: str
+    folder: str
+    state: State = State.QUEUED
+    name: str | None = None          # the filename the user asked for, if any
+    overwrite: bool = False
+    filename: str | None = None      # the final, sanitised filename
+    source: str | None = None
+    size: int | None = None
+    downloaded: int = 0
+    expected_sha256: str | None = None
+    sha256: str | None = None
+    path: str | None = None          # relative to the models folder, once completed
+    error_code: str | None = None
+    error_message: str | None = None
+    engine: str | None = None
+    handle: str | None = None        # the engine's id for the transfer (aria2 GID)
+    request_id: Any = None           # the id the submitting client gave, echoed in events
+    metadata: dict[str, Any] = field(default_factory=dict)
+    created: float = field(default_factory=time.time)
+    updated: float = field(default_factory=time.time)
+    # live numbers, not stored
+    rate: float = 0.0
+    eta: float | None = None
+
+    def move_to(self, new: State) -> None:
+        """Change state, refusing a transition the state machine does not allow."""
+        if new == self.state:
+            return
+        if new not in TRANSITIONS[self.state]:
+            raise OrchestratorError(
+                "invalid_state",
+                f"A {self.state.value} download cannot become {new.value}.",
+                status=409,
+            )
+        self.state = new
+        self.updated = time.time()
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    @property
+    def progress(self) -> float:
+        if self.state == State.COMPLETED:
+            return 1.0
+        if self.size:
+            return min(1.0, self.downloaded / self.size)
+        return 0.0
+
+    def public(self) -> dict[str, Any]:
+        """The job as the API and the page see it."""
+        return {
+            "id": self.id,
+            "url": self.url,
+            "type": self.model_type,
+            "folder": self.folder,
+            "state": self.state.value,
+            "label": self.filename or self.name or self.url,
+            "filename": self.filename,
+            "source": self.source,
+            "engine": self.engine,
+            "progress": round(self.progress, 4),
+            "downloaded": self.downloaded,
+            "total": self.size,
+            "rate": round(self.rate / 1_000_000, 3),
+            "eta": None if self.eta is None else round(self.eta, 1),
+            "sha256": self.sha256,
+            "path": self.path,
+            "error": (
+                {"code": self.error_code, "message": self.error_message}
+                if self.error_code else None
+            ),
+            "metadata": self.metadata,
+            "request_id": self.request_id,
+            "created": self.created,
+            "updated": self.updated,
+        }
+
+
+_LIVE_ONLY = ("rate", "eta")
+
+
+class JobStore:
+    """Jobs in one SQLite file, so the list survives a restart.
+
+    Writes are small and rare (state changes, progress every few seconds), so a
+    single connection guarded by a lock is enough; WAL keeps a crash from
+    leaving a half-written row. Each row is the job as JSON plus the columns
+    worth querying.
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS jobs"
+            " (id TEXT PRIMARY KEY, state TEXT NOT NULL, created REAL NOT NULL, data TEXT NOT NULL)"
+        )
+
+    def save(self, job: Job) -> None:
+        record = {k: v for k, v in asdict(job).items() if k not in _LIVE_ONLY}
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO jobs (id, state, created, data) VALUES (?, ?, ?, ?)",
+                (job.id, job.state.value, job.created, json.dumps(record)),
+            )
+
+    def delete(self, job_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+    def load_all(self) -> list[Job]:
+        with self._lock:
+            rows = self._db.execute("SELECT data FROM jobs ORDER BY created").fetchall()
+        jobs = []
+        for (data,) in rows:
+            record = json.loads(data)
+            record["state"] = State(record["state"])
+            known = {f.name for f in fields(Job)}
+            jobs.append(Job(**{k: v for k, v in record.items() if k in known}))
+        return jobs
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,98 @@
+"""Plain http(s) links: ask the server about the file before anything is written."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import requests
+
+from ..errors import OrchestratorError, http_error
+from ..files import filename_from_content_disposition, filename_from_url
+from .base import Credentials, Resolved
+
+NAME = "direct"
+TIMEOUT = (10, 30)
+USER_AGENT = "orchestrator/0.1 (+model downloader)"
+# Servers that answer HEAD badly: S3-style signed URLs refuse HEAD (403), some
+# apps don't implement it (405/501). A one-byte ranged GET asks the same question.
+_HEAD_REFUSED = {400, 403, 405, 501}
+
+
+def matches(url: str) -> bool:
+    return urlsplit(url).scheme.lower() in ("http", "https")
+
+
+def resolve(url: str, credentials: Credentials) -> Resolved:
+    del credentials  # a plain link carries no service token
+    host = urlsplit(url).hostname or "the server"
+    with requests.Session() as session:
+        session.headers.update({"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
+        try:
+            response = session.head(url, allow_redirects=True, timeout=TIMEOUT)
+            if response.status_code in _HEAD_REFUSED:
+                response = _ranged_get(session, url)
+        except requests.exceptions.TooManyRedirects:
+            raise OrchestratorError("too_many_redirects", "The link redirects too many times.", 502) from None
+        except requests.RequestException as exc:
+            raise OrchestratorError(
+                "unreachable", f"Could not reach {host}: {_reason(exc)}.", 502
+            ) from None
+    return _describe(url, response, host)
+
+
+def _ranged_get(session: requests.Session, url: str) -> requests.Response:
+    response = session.get(url, headers={"Range": "bytes=0-0"}, allow_redirects=True,
+                           stream=True, timeout=TIMEOUT)
+    response.close()  # only the headers are wanted
+    return response
+
+
+def _describe(url: str, response: requests.Response, host: str) -> Resolved:
+    if response.status_code >= 400:
+        raise http_error(response.status_code, host)
+    headers = response.headers
+    content_type = headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if content_type in ("text/html", "application/xhtml+xml"):
+        raise OrchestratorError(
+            "not_a_file",
+            f"{host} answered with a web page, not a file (a login, error or download page?). "
+            "Nothing was saved; use the file's direct link.",
+            422,
+        )
+    return Resolved(
+        urls=[url],
+        source=NAME,
+        filename=_filename(url, response),
+        size=_size(response),
+        resumable=response.status_code == 206 or headers.get("Accept-Ranges", "").lower() == "bytes",
+        metadata={"host": host, "content_type": content_type or None},
+    )
+
+
+def _filename(url: str, response: requests.Response) -> str | None:
+    """Content-Disposition, else the link's own name, else the name after redirects."""
+    named = filename_from_content_disposition(response.headers.get("Content-Disposition"))
+    own = filename_from_url(url)
+    if named:
+        return named
+    if own and "." in own:
+        return own
+    return filename_from_url(response.url) or own
+
+
+def _size(response: requests.Response) -> int | None:
+    if response.status_code == 206:
+        total = response.headers.get("Content-Range", "").rpartition("/")[2]
+        return int(total) if total.isdigit() else None
+    length = response.headers.get("Content-Length", "")
+    return int(length) if length.isdigit() and int(length) > 0 else None
+
+
+def _reason(exc: requests.RequestException) -> str:
+    if isinstance(exc, requests.Timeout):
+        return "it did not answer in time"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "its TLS certificate is not valid"
+    if isinstance(exc, requests.ConnectionError):
+        return "the connection failed"
+    return type(exc).__name__
