@@ -10,8 +10,19 @@ import sys
 
 from .config import Settings, add_settings_arguments, settings_from_args
 
-SERVE_FLAGS = ("host", "port", "models-dir", "state-dir", "engine", "aria2-rpc-url",
-               "aria2-secret", "layout", "poll-interval", "max-active", "log-level")
+SERVE_FLAGS = (
+    "host",
+    "port",
+    "models-dir",
+    "state-dir",
+    "engine",
+    "aria2-rpc-url",
+    "aria2-secret",
+    "layout",
+    "poll-interval",
+    "max-active",
+    "log-level",
+)
 DAEMON_FLAGS = ("models-dir", "state-dir", "aria2-rpc-url", "aria2-secret", "log-level")
 
 
@@ -24,8 +35,9 @@ def main(argv: list[str] | None = None) -> None:
     add_settings_arguments(daemon, DAEMON_FLAGS)
     args = parser.parse_args(argv)
     settings = settings_from_args(args)
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     {"serve": run_server, "aria2d": run_daemon}[args.command](settings)
 
 
@@ -36,9 +48,16 @@ def run_server(settings: Settings) -> None:
 
     if not _is_loopback(settings.host):
         logging.getLogger("orchestrator").warning(
-            "listening on %s: anyone who can reach this address can start downloads", settings.host)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level=settings.log_level, ws_max_size=64 * 1024, timeout_graceful_shutdown=5)
+            "listening on %s: anyone who can reach this address can start downloads", settings.host
+        )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        ws_max_size=64 * 1024,
+        timeout_graceful_shutdown=5,
+    )
 
 
 def run_daemon(settings: Settings) -> None:
@@ -54,10 +73,11 @@ def run_daemon(settings: Settings) -> None:
     if not aria2c_path():
         sys.exit("aria2c is not installed (Debian/Ubuntu: apt install aria2)")
     secret = load_or_create_secret(settings.state_dir, settings.aria2_secret)
-    config = write_runtime_config(settings.state_dir, secret, rpc_port(settings.aria2_rpc_url),
-                                  settings.staging_dir)
+    config = write_runtime_config(
+        settings.state_dir, secret, rpc_port(settings.aria2_rpc_url), settings.staging_dir
+    )
     command = aria2c_command(config)
-    os.execvp(command[0], command)
+    os.execvp(command[0], command)  # noqa: S606 - exec aria2c in place, as supervisord expects
 
 
 def _is_loopback(host: str) -> bool:

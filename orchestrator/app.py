@@ -60,8 +60,9 @@ def create_app(settings: Settings, choice: EngineChoice | None = None) -> Starle
         manager.engine_info.update(fallback=picked.engine.name != "aria2", hint=picked.hint)
         state.update(manager=manager, hub=hub, choice=picked)
         watchdog = asyncio.create_task(_watch_daemon(picked, manager))
-        log.info("serving on http://%s:%s with the %s engine", settings.host, settings.port,
-                 picked.engine.name)
+        log.info(
+            "serving on http://%s:%s with the %s engine", settings.host, settings.port, picked.engine.name
+        )
         try:
             yield
         finally:
@@ -76,13 +77,15 @@ def create_app(settings: Settings, choice: EngineChoice | None = None) -> Starle
 
     async def health(request: Request) -> Response:
         jobs = manager().jobs.values()
-        return JSONResponse({
-            "status": "ok" if manager().engine_up else "degraded",
-            "version": __version__,
-            "engine": manager().engine_info,
-            "jobs": {"active": sum(1 for job in jobs if job.active), "total": len(jobs)},
-            "clients": state["hub"].clients,
-        })
+        return JSONResponse(
+            {
+                "status": "ok" if manager().engine_up else "degraded",
+                "version": __version__,
+                "engine": manager().engine_info,
+                "jobs": {"active": sum(1 for job in jobs if job.active), "total": len(jobs)},
+                "clients": state["hub"].clients,
+            }
+        )
 
     async def types(request: Request) -> Response:
         return JSONResponse({"layout": settings.layout, "types": manager().types()})
@@ -98,7 +101,9 @@ def create_app(settings: Settings, choice: EngineChoice | None = None) -> Starle
             data = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise OrchestratorError("invalid_json", "The request body is not valid JSON.") from None
-        job, created = await manager().submit(data, request_id=data.get("id") if isinstance(data, dict) else None)
+        job, created = await manager().submit(
+            data, request_id=data.get("id") if isinstance(data, dict) else None
+        )
         return JSONResponse({"job": job.public()}, status_code=201 if created else 200)
 
     async def one_download(request: Request) -> Response:
@@ -139,8 +144,7 @@ def create_app(settings: Settings, choice: EngineChoice | None = None) -> Starle
         WebSocketRoute("/ws", websocket),
         Mount("/", StaticFiles(directory=web_folder(), html=True)),
     ]
-    return Starlette(routes=routes, lifespan=lifespan,
-                     exception_handlers={OrchestratorError: handle_error})
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={OrchestratorError: handle_error})
 
 
 async def _watch_daemon(choice: EngineChoice, manager: Manager) -> None:
@@ -151,8 +155,12 @@ async def _watch_daemon(choice: EngineChoice, manager: Manager) -> None:
         await asyncio.sleep(DAEMON_CHECK_SECONDS)
         try:
             if await asyncio.to_thread(choice.daemon.ensure_running):
-                manager.hub.publish({"type": "engine", "data": {
-                    **manager.engine_info, "message": "aria2c stopped and was restarted"}})
+                manager.hub.publish(
+                    {
+                        "type": "engine",
+                        "data": {**manager.engine_info, "message": "aria2c stopped and was restarted"},
+                    }
+                )
         except Exception:
             log.exception("could not restart aria2c")
 
@@ -173,12 +181,23 @@ def _installed(settings: Settings, types: list[dict[str, str]]) -> dict[str, lis
 
 # -- WebSocket -----------------------------------------------------------------------
 
+
 async def _serve_socket(socket: WebSocket, manager: Manager, hub: Hub, settings: Settings) -> None:
     await socket.accept()
     subscription = hub.subscribe()
-    subscription.put(json.dumps({"type": "hello", "data": {
-        "engine": manager.engine_info, "jobs": manager.snapshot(),
-        "types": manager.types(), "layout": settings.layout}}))
+    subscription.put(
+        json.dumps(
+            {
+                "type": "hello",
+                "data": {
+                    "engine": manager.engine_info,
+                    "jobs": manager.snapshot(),
+                    "types": manager.types(),
+                    "layout": settings.layout,
+                },
+            }
+        )
+    )
     sender = asyncio.create_task(_pump(socket, subscription))
     try:
         while True:
@@ -219,8 +238,12 @@ async def _handle_frame(manager: Manager, message: dict[str, Any]) -> dict[str, 
         return await _dispatch(manager, data)
     except OrchestratorError as error:
         if data.get("type") == "download":
-            return {"type": "download", "id": data.get("id"), "job": None,
-                    "data": {"status": "error", **error.as_dict()}}
+            return {
+                "type": "download",
+                "id": data.get("id"),
+                "job": None,
+                "data": {"status": "error", **error.as_dict()},
+            }
         return _socket_error(data.get("id"), error)
 
 
@@ -233,9 +256,19 @@ async def _dispatch(manager: Manager, data: dict[str, Any]) -> dict[str, Any] | 
         job, created = await manager.submit(payload, request_id=data.get("id"))
         if created:
             return None  # the job's own events, sent to everyone, answer this
-        return {"type": "download", "id": data.get("id"), "job": job.id, "data": {
-            "status": "started", "state": job.state.value, "label": job.public()["label"],
-            "url": job.url, "type": job.model_type, "existing": True}}
+        return {
+            "type": "download",
+            "id": data.get("id"),
+            "job": job.id,
+            "data": {
+                "status": "started",
+                "state": job.state.value,
+                "label": job.public()["label"],
+                "url": job.url,
+                "type": job.model_type,
+                "existing": True,
+            },
+        }
     if kind in ACTIONS:
         job_id = payload.get("job") if isinstance(payload, dict) else None
         await getattr(manager, kind)(job_id)

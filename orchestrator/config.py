@@ -99,8 +99,11 @@ _FLAGS: dict[str, tuple[str, str | None, str]] = {
     "port": ("ORCHESTRATOR_PORT", "8000", "port to listen on"),
     "models-dir": ("ORCHESTRATOR_MODELS_DIR", "models", "where model folders live"),
     "state-dir": ("ORCHESTRATOR_STATE_DIR", "state", "job database, aria2 session and secret"),
-    "engine": ("ORCHESTRATOR_ENGINE", "auto",
-               "auto | aria2 (a daemon run elsewhere, e.g. supervisord) | requests"),
+    "engine": (
+        "ORCHESTRATOR_ENGINE",
+        "auto",
+        "auto | aria2 (a daemon run elsewhere, e.g. supervisord) | requests",
+    ),
     "aria2-rpc-url": ("ARIA2_RPC_URL", "http://127.0.0.1:6800/jsonrpc", "aria2 JSON-RPC URL"),
     "aria2-secret": ("ARIA2_SECRET", None, "aria2 RPC secret (default: kept in the state dir)"),
     "layout": ("ORCHESTRATOR_LAYOUT", "default", "folder names: default | a1111 | comfyui"),
@@ -114,9 +117,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser, names: tuple[str, ..
     """Add the named flags; each defaults to its environment variable."""
     for name in names:
         env, default, text = _FLAGS[name]
-        parser.add_argument(
-            f"--{name}", default=os.environ.get(env, default), help=f"{text} (env {env})"
-        )
+        parser.add_argument(f"--{name}", default=os.environ.get(env, default), help=f"{text} (env {env})")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:

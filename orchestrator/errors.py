@@ -36,7 +36,5 @@ def http_error(status: int, what: str = "The server") -> OrchestratorError:
             "origin_rate_limited", f"{what} is rate-limiting downloads (HTTP 429); try later.", 502
         )
     if status >= 500:
-        return OrchestratorError(
-            "origin_error", f"{what} failed with HTTP {status}; try again later.", 502
-        )
+        return OrchestratorError("origin_error", f"{what} failed with HTTP {status}; try again later.", 502)
     return OrchestratorError("origin_error", f"{what} answered HTTP {status}.", 502)

@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlsplit
 from .config import STAGING_FOLDER
 from .errors import OrchestratorError
 
-MAX_NAME_BYTES = 200          # leaves room for ".aria2" and sidecar suffixes under 255
+MAX_NAME_BYTES = 200  # leaves room for ".aria2" and sidecar suffixes under 255
 HASH_CHUNK = 4 * 1024 * 1024
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f<>:"/\\|?*]')
 
@@ -77,13 +77,10 @@ def filename_from_url(url: str) -> str | None:
 
 def choose_filename(explicit: str | None, disposition: str | None, url: str) -> str:
     """Explicit name, else the server's Content-Disposition, else the URL's last path part."""
-    for candidate in (explicit, filename_from_content_disposition(disposition),
-                      filename_from_url(url)):
+    for candidate in (explicit, filename_from_content_disposition(disposition), filename_from_url(url)):
         if candidate:
             return sanitize_filename(candidate)
-    raise OrchestratorError(
-        "no_filename", "The link names no file; give the download a name."
-    )
+    raise OrchestratorError("no_filename", "The link names no file; give the download a name.")
 
 
 def model_folder(models_dir: Path, folder: str) -> Path:

@@ -29,14 +29,39 @@ class State(StrEnum):
 _ANY_ACTIVE = {State.QUEUED, State.RESOLVING, State.DOWNLOADING, State.PAUSED}
 TRANSITIONS: dict[State, set[State]] = {
     # queued: waiting to be resolved, or waiting in the engine's queue
-    State.QUEUED: {State.RESOLVING, State.DOWNLOADING, State.PAUSED, State.VERIFYING,
-                   State.FAILED, State.CANCELLED},
-    State.RESOLVING: {State.QUEUED, State.DOWNLOADING, State.PAUSED, State.VERIFYING,
-                      State.COMPLETED, State.FAILED, State.CANCELLED},
-    State.DOWNLOADING: {State.QUEUED, State.RESOLVING, State.PAUSED, State.VERIFYING,
-                        State.FAILED, State.CANCELLED},
-    State.PAUSED: {State.QUEUED, State.RESOLVING, State.DOWNLOADING, State.VERIFYING,
-                   State.FAILED, State.CANCELLED},
+    State.QUEUED: {
+        State.RESOLVING,
+        State.DOWNLOADING,
+        State.PAUSED,
+        State.VERIFYING,
+        State.FAILED,
+        State.CANCELLED,
+    },
+    State.RESOLVING: {
+        State.QUEUED,
+        State.DOWNLOADING,
+        State.PAUSED,
+        State.VERIFYING,
+        State.COMPLETED,
+        State.FAILED,
+        State.CANCELLED,
+    },
+    State.DOWNLOADING: {
+        State.QUEUED,
+        State.RESOLVING,
+        State.PAUSED,
+        State.VERIFYING,
+        State.FAILED,
+        State.CANCELLED,
+    },
+    State.PAUSED: {
+        State.QUEUED,
+        State.RESOLVING,
+        State.DOWNLOADING,
+        State.VERIFYING,
+        State.FAILED,
+        State.CANCELLED,
+    },
     State.VERIFYING: {State.COMPLETED, State.FAILED},
     State.COMPLETED: set(),
     State.FAILED: {State.QUEUED, State.CANCELLED},
@@ -59,20 +84,20 @@ class Job:
     model_type: str
     folder: str
     state: State = State.QUEUED
-    name: str | None = None          # the filename the user asked for, if any
+    name: str | None = None  # the filename the user asked for, if any
     overwrite: bool = False
-    filename: str | None = None      # the final, sanitised filename
+    filename: str | None = None  # the final, sanitised filename
     source: str | None = None
     size: int | None = None
     downloaded: int = 0
     expected_sha256: str | None = None
     sha256: str | None = None
-    path: str | None = None          # relative to the models folder, once completed
+    path: str | None = None  # relative to the models folder, once completed
     error_code: str | None = None
     error_message: str | None = None
     engine: str | None = None
-    handle: str | None = None        # the engine's id for the transfer (aria2 GID)
-    request_id: Any = None           # the id the submitting client gave, echoed in events
+    handle: str | None = None  # the engine's id for the transfer (aria2 GID)
+    request_id: Any = None  # the id the submitting client gave, echoed in events
     metadata: dict[str, Any] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
@@ -124,10 +149,7 @@ class Job:
             "eta": None if self.eta is None else round(self.eta, 1),
             "sha256": self.sha256,
             "path": self.path,
-            "error": (
-                {"code": self.error_code, "message": self.error_message}
-                if self.error_code else None
-            ),
+            "error": ({"code": self.error_code, "message": self.error_message} if self.error_code else None),
             "metadata": self.metadata,
             "request_id": self.request_id,
             "created": self.created,

@@ -17,7 +17,18 @@ from typing import Any
 
 from . import files, sources
 from .config import MODEL_TYPES, Settings, folder_for
-from .engines.base import ACTIVE, COMPLETE, ERROR, MISSING, PAUSED, REMOVED, WAITING, Engine, Transfer, TransferStatus
+from .engines.base import (
+    ACTIVE,
+    COMPLETE,
+    ERROR,
+    MISSING,
+    PAUSED,
+    REMOVED,
+    WAITING,
+    Engine,
+    Transfer,
+    TransferStatus,
+)
 from .errors import OrchestratorError
 from .events import Hub
 from .jobs import ACTIVE_STATES, Job, JobStore, State, new_job_id
@@ -25,15 +36,21 @@ from .sources import Credentials, Resolved
 
 log = logging.getLogger(__name__)
 
-MAX_JOBS = 5000            # kept records, finished ones included
-MAX_ACTIVE_JOBS = 500      # jobs not yet finished
+MAX_JOBS = 5000  # kept records, finished ones included
+MAX_ACTIVE_JOBS = 500  # jobs not yet finished
 SAVE_PROGRESS_EVERY = 5.0  # seconds between progress writes to SQLite
-MAX_REPAIRS = 3            # re-adds of a transfer the engine lost or whose link expired
+MAX_REPAIRS = 3  # re-adds of a transfer the engine lost or whose link expired
 
 
 class Manager:
-    def __init__(self, settings: Settings, store: JobStore, engine: Engine, hub: Hub,
-                 resolver: Callable[[str, Credentials], Resolved] = sources.resolve) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: JobStore,
+        engine: Engine,
+        hub: Hub,
+        resolver: Callable[[str, Credentials], Resolved] = sources.resolve,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.engine = engine
@@ -95,9 +112,17 @@ class Manager:
             if job.active and job.url == url and job.model_type == model_type:
                 return job, False
         self._check_limits()
-        job = Job(id=new_job_id(), url=url, model_type=model_type, folder=folder, name=name,
-                  overwrite=bool(request.get("overwrite")), request_id=request_id,
-                  source=sources.identify(url), engine=self.engine.name)
+        job = Job(
+            id=new_job_id(),
+            url=url,
+            model_type=model_type,
+            folder=folder,
+            name=name,
+            overwrite=bool(request.get("overwrite")),
+            request_id=request_id,
+            source=sources.identify(url),
+            engine=self.engine.name,
+        )
         self._credentials[job.id] = Credentials(
             civitai=_token(request.get("civitai_token")), huggingface=_token(request.get("hf_token"))
         )
@@ -110,8 +135,9 @@ class Manager:
     def _check_limits(self) -> None:
         active = sum(1 for job in self.jobs.values() if job.active)
         if active >= MAX_ACTIVE_JOBS:
-            raise OrchestratorError("too_many_jobs", f"{active} downloads are already waiting; "
-                                    "let some finish first.", 429)
+            raise OrchestratorError(
+                "too_many_jobs", f"{active} downloads are already waiting; let some finish first.", 429
+            )
         if len(self.jobs) >= MAX_JOBS:
             self._drop_oldest_finished()
 
@@ -133,7 +159,9 @@ class Manager:
         if job.state == State.CANCELLED:
             return job
         if job.state not in (*ACTIVE_STATES, State.FAILED) or job.state == State.VERIFYING:
-            raise OrchestratorError("invalid_state", f"A {job.state.value} download cannot be cancelled.", 409)
+            raise OrchestratorError(
+                "invalid_state", f"A {job.state.value} download cannot be cancelled.", 409
+            )
         task = self._tasks.pop(job.id, None)
         if task:
             task.cancel()
@@ -233,8 +261,14 @@ class Manager:
         directory = files.staging_dir(self.settings.models_dir, job.id)
         have = (directory / job.filename).stat().st_size if (directory / job.filename).exists() else 0
         files.ensure_free_space(self.settings.models_dir, (job.size or 0) - have)
-        transfer = Transfer(urls=resolved.urls, directory=directory, filename=job.filename,
-                            size=job.size, sha256=job.expected_sha256, headers=resolved.headers)
+        transfer = Transfer(
+            urls=resolved.urls,
+            directory=directory,
+            filename=job.filename,
+            size=job.size,
+            sha256=job.expected_sha256,
+            headers=resolved.headers,
+        )
         await self._start_transfer(job, transfer)
         job.engine = self.engine.name
         if paused:
@@ -294,7 +328,9 @@ class Manager:
             job.handle = None
         staged = files.staging_dir(self.settings.models_dir, job.id) / (job.filename or "")
         if not job.filename or not staged.is_file():
-            raise OrchestratorError("download_failed", "The downloaded file is missing from the staging folder.")
+            raise OrchestratorError(
+                "download_failed", "The downloaded file is missing from the staging folder."
+            )
         size = staged.stat().st_size
         digest = await asyncio.to_thread(self._verify, job, staged, size, engine_sha256)
         target = self._target(job)
@@ -348,8 +384,7 @@ class Manager:
         job.rate, job.eta = 0.0, None
         self._set_state(job, State.COMPLETED)
         self._credentials.pop(job.id, None)
-        self._emit(job, "success", path=job.path, size=size, sha256=digest,
-                   already_present=already_present)
+        self._emit(job, "success", path=job.path, size=size, sha256=digest, already_present=already_present)
 
     def _fail(self, job: Job, error: OrchestratorError) -> None:
         if job.state in (State.COMPLETED, State.CANCELLED, State.FAILED):
@@ -376,9 +411,13 @@ class Manager:
                 log.exception("poll failed")
 
     async def poll_once(self) -> None:
-        watched = [job for job in self.jobs.values()
-                   if job.handle and job.id not in self._tasks
-                   and job.state in (State.QUEUED, State.DOWNLOADING, State.PAUSED)]
+        watched = [
+            job
+            for job in self.jobs.values()
+            if job.handle
+            and job.id not in self._tasks
+            and job.state in (State.QUEUED, State.DOWNLOADING, State.PAUSED)
+        ]
         if not watched:
             return
         statuses = await self._engine_call(self.engine.poll, [job.handle for job in watched])
@@ -393,9 +432,15 @@ class Manager:
         job.size = job.size or status.total
         job.rate = status.speed if status.state == ACTIVE else 0.0
         job.eta = _eta(job)
-        handlers = {ACTIVE: self._on_active, WAITING: self._on_waiting, PAUSED: self._on_paused,
-                    COMPLETE: self._on_complete, ERROR: self._on_error, REMOVED: self._on_removed,
-                    MISSING: self._on_missing}
+        handlers = {
+            ACTIVE: self._on_active,
+            WAITING: self._on_waiting,
+            PAUSED: self._on_paused,
+            COMPLETE: self._on_complete,
+            ERROR: self._on_error,
+            REMOVED: self._on_removed,
+            MISSING: self._on_missing,
+        }
         handlers[status.state](job, status)
         if time.monotonic() - self._last_saved.get(job.id, 0) > SAVE_PROGRESS_EVERY:
             self._last_saved[job.id] = time.monotonic()
@@ -425,8 +470,12 @@ class Manager:
             self._readd(job, "the link expired; resolving it again")
             return
         job.handle = None
-        self._fail(job, OrchestratorError(status.error_code or "download_failed",
-                                          status.error_message or "The download failed.", 502))
+        self._fail(
+            job,
+            OrchestratorError(
+                status.error_code or "download_failed", status.error_message or "The download failed.", 502
+            ),
+        )
 
     def _on_removed(self, job: Job, status: TransferStatus) -> None:
         # removed by another aria2 client: show it; keep the bytes so a retry can resume
@@ -439,8 +488,12 @@ class Manager:
         """The engine lost the transfer (daemon restarted without it): add it again."""
         if not self._may_repair(job):
             job.handle = None
-            self._fail(job, OrchestratorError("engine_lost", "The download engine lost this "
-                                              "download several times; retry it.", 502))
+            self._fail(
+                job,
+                OrchestratorError(
+                    "engine_lost", "The download engine lost this download several times; retry it.", 502
+                ),
+            )
             return
         self._readd(job, "the engine lost the transfer; adding it again", paused=job.state == State.PAUSED)
 
@@ -470,8 +523,10 @@ class Manager:
             raise
         except OSError as exc:  # requests' ConnectionError is an OSError
             raise OrchestratorError(
-                "engine_unavailable", f"The download engine ({self.engine.name}) is not answering: "
-                f"{type(exc).__name__}.", 503) from None
+                "engine_unavailable",
+                f"The download engine ({self.engine.name}) is not answering: {type(exc).__name__}.",
+                503,
+            ) from None
 
     def _engine_status(self, up: bool, message: str | None = None) -> None:
         if up == self.engine_up:
@@ -487,8 +542,12 @@ class Manager:
             self.store.save(job)
 
     def _emit(self, job: Job, status: str, **data: Any) -> None:
-        payload = {"status": status, "state": job.state.value,
-                   "label": job.filename or job.name or job.url, **data}
+        payload = {
+            "status": status,
+            "state": job.state.value,
+            "label": job.filename or job.name or job.url,
+            **data,
+        }
         self.hub.publish({"type": "download", "id": job.request_id, "job": job.id, "data": payload})
 
     def _emit_progress(self, job: Job, status: str, force: bool = True) -> None:
@@ -496,13 +555,21 @@ class Manager:
         if not force and now - self._last_event.get(job.id, 0) < self.settings.poll_interval * 0.9:
             return
         self._last_event[job.id] = now
-        self._emit(job, status, progress=round(job.progress, 4), rate=round(job.rate / 1e6, 3),
-                   eta=None if job.eta is None else round(job.eta, 1),
-                   downloaded=job.downloaded, total=job.size)
+        self._emit(
+            job,
+            status,
+            progress=round(job.progress, 4),
+            rate=round(job.rate / 1e6, 3),
+            eta=None if job.eta is None else round(job.eta, 1),
+            downloaded=job.downloaded,
+            total=job.size,
+        )
 
     def types(self) -> list[dict[str, str]]:
-        return [{"name": name, "description": text, "folder": folder_for(name, self.settings.layout)}
-                for name, text in MODEL_TYPES.items()]
+        return [
+            {"name": name, "description": text, "folder": folder_for(name, self.settings.layout)}
+            for name, text in MODEL_TYPES.items()
+        ]
 
 
 def _eta(job: Job) -> float | None:

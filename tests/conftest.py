@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -51,10 +52,25 @@ class Server:
         return f"ws://127.0.0.1:{self.port}/ws"
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "orchestrator", "serve", "--host", "127.0.0.1",
-                "--port", str(self.port), "--models-dir", str(self.models),
-                "--state-dir", str(self.state), "--poll-interval", "0.5",
-                "--aria2-rpc-url", f"http://127.0.0.1:{self.aria2_port}/jsonrpc", *self.extra]
+        return [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--models-dir",
+            str(self.models),
+            "--state-dir",
+            str(self.state),
+            "--poll-interval",
+            "0.5",
+            "--aria2-rpc-url",
+            f"http://127.0.0.1:{self.aria2_port}/jsonrpc",
+            *self.extra,
+        ]
 
     def start(self) -> Server:
         env = {**os.environ, "PYTHONPATH": str(ROOT), **self.env}
@@ -62,8 +78,9 @@ class Server:
             if name not in self.env:
                 env.pop(name, None)
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.command(), cwd=self.workdir, env=env,
-                                            stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                self.command(), cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -106,7 +123,9 @@ class Server:
         job = self.job(job_id)
         while job["state"] not in states:
             if time.monotonic() > deadline:
-                raise AssertionError(f"job stayed {job['state']}, wanted {states}: {job}\n{self.log()[-3000:]}")
+                raise AssertionError(
+                    f"job stayed {job['state']}, wanted {states}: {job}\n{self.log()[-3000:]}"
+                )
             time.sleep(0.1)
             job = self.job(job_id)
         return job
@@ -125,13 +144,19 @@ class Server:
         """Every file in the models folder except the staging area, relative."""
         if not self.models.exists():
             return []
-        return sorted(str(p.relative_to(self.models)) for p in self.models.rglob("*")
-                      if p.is_file() and ".staging" not in p.parts)
+        return sorted(
+            str(p.relative_to(self.models))
+            for p in self.models.rglob("*")
+            if p.is_file() and ".staging" not in p.parts
+        )
 
     def staging_files(self) -> list[str]:
         staging = self.models / ".staging"
-        return sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file()) \
-            if staging.exists() else []
+        return (
+            sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
+            if staging.exists()
+            else []
+        )
 
 
 def _kill_stray_aria2(state: Path) -> None:
@@ -143,10 +168,8 @@ def _kill_stray_aria2(state: Path) -> None:
         except OSError:
             continue
         if "aria2c" in cmdline and marker in cmdline:
-            try:
+            with contextlib.suppress(OSError):
                 os.kill(int(pid_dir.name), signal.SIGKILL)
-            except OSError:
-                pass
 
 
 @pytest.fixture

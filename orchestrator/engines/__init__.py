@@ -24,8 +24,10 @@ log = logging.getLogger(__name__)
 
 DAEMON_WAIT_SECONDS = 30
 
-FALLBACK_HINT = ("aria2c was not found, so downloads use one connection and may be much slower. "
-                 "Install aria2 (apt install aria2) and restart for 16-connection downloads.")
+FALLBACK_HINT = (
+    "aria2c was not found, so downloads use one connection and may be much slower. "
+    "Install aria2 (apt install aria2) and restart for 16-connection downloads."
+)
 
 
 @dataclass
@@ -57,8 +59,10 @@ def _wait_for_daemon(engine: Aria2Engine) -> Aria2Engine:
     deadline = time.monotonic() + DAEMON_WAIT_SECONDS
     while not engine.reachable():
         if time.monotonic() > deadline:
-            raise SystemExit(f"--engine aria2: no aria2 daemon answers at {engine.rpc_url} with "
-                             "our secret (is `orchestrator aria2d` running?)")
+            raise SystemExit(
+                f"--engine aria2: no aria2 daemon answers at {engine.rpc_url} with "
+                "our secret (is `orchestrator aria2d` running?)"
+            )
         time.sleep(0.5)
     log.info("using the aria2 daemon at %s", engine.rpc_url)
     return engine
@@ -69,8 +73,11 @@ def _embedded(settings: Settings, secret: str) -> EngineChoice:
     if not port_is_free(port):
         # something else (another user's aria2, another app) holds the port
         port = free_port()
-        log.warning("port %s is taken by a daemon that does not know our secret; "
-                    "starting our aria2c on %s", rpc_port(settings.aria2_rpc_url), port)
+        log.warning(
+            "port %s is taken by a daemon that does not know our secret; starting our aria2c on %s",
+            rpc_port(settings.aria2_rpc_url),
+            port,
+        )
     daemon = EmbeddedDaemon(settings.state_dir, secret, port, settings.staging_dir)
     daemon.start()
     parts = urlsplit(settings.aria2_rpc_url)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from urllib.parse import urlsplit
@@ -22,10 +23,23 @@ from .base import (
     TransferStatus,
 )
 
-STATUS_KEYS = ["gid", "status", "totalLength", "completedLength", "downloadSpeed",
-               "errorCode", "errorMessage"]
-_STATES = {"active": ACTIVE, "waiting": WAITING, "paused": PAUSED, "complete": COMPLETE,
-           "error": ERROR, "removed": REMOVED}
+STATUS_KEYS = [
+    "gid",
+    "status",
+    "totalLength",
+    "completedLength",
+    "downloadSpeed",
+    "errorCode",
+    "errorMessage",
+]
+_STATES = {
+    "active": ACTIVE,
+    "waiting": WAITING,
+    "paused": PAUSED,
+    "complete": COMPLETE,
+    "error": ERROR,
+    "removed": REMOVED,
+}
 _HTTP_STATUS = re.compile(r"status=(\d{3})")
 
 # aria2 errorCode -> (our code, a sentence for a person)
@@ -66,8 +80,9 @@ def describe_error(code: str | None, message: str | None) -> tuple[str, str, int
 def client_for(rpc_url: str, secret: str, timeout: float = 10.0) -> aria2p.Client:
     parts = urlsplit(rpc_url)
     # aria2p wants the host without port or path, and always appends /jsonrpc
-    return aria2p.Client(host=f"{parts.scheme}://{parts.hostname}", port=parts.port or 6800,
-                         secret=secret, timeout=timeout)
+    return aria2p.Client(
+        host=f"{parts.scheme}://{parts.hostname}", port=parts.port or 6800, secret=secret, timeout=timeout
+    )
 
 
 class Aria2Engine:
@@ -137,10 +152,8 @@ class Aria2Engine:
 
     def remove(self, handle: str) -> None:
         """Stop the transfer and wait until aria2 has let go of its files."""
-        try:
+        with contextlib.suppress(aria2p.ClientException):  # already stopped or unknown
             self.client.force_remove(handle)
-        except aria2p.ClientException:
-            pass  # already stopped or unknown
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             state = self.poll([handle])[handle].state
@@ -150,18 +163,20 @@ class Aria2Engine:
         self.forget(handle)
 
     def forget(self, handle: str) -> None:
-        try:
+        with contextlib.suppress(aria2p.ClientException):
             self.client.remove_download_result(handle)
-        except aria2p.ClientException:
-            pass
 
     def describe(self) -> dict:
         try:
             version = self.version()
         except (requests.RequestException, aria2p.ClientException, ValueError, KeyError):
             version = None
-        return {"name": self.name, "version": version, "connected": version is not None,
-                "rpc_url": self.rpc_url}
+        return {
+            "name": self.name,
+            "version": version,
+            "connected": version is not None,
+            "rpc_url": self.rpc_url,
+        }
 
     def close(self) -> None:
         pass

@@ -21,8 +21,18 @@ from urllib.parse import urlsplit
 log = logging.getLogger(__name__)
 
 # Options the runtime copy sets itself; any value for them in aria2.conf is ignored.
-_RUNTIME_KEYS = {"rpc-secret", "rpc-listen-port", "save-session", "input-file", "dir",
-                 "daemon", "log", "enable-rpc", "rpc-listen-all", "stop-with-process"}
+_RUNTIME_KEYS = {
+    "rpc-secret",
+    "rpc-listen-port",
+    "save-session",
+    "input-file",
+    "dir",
+    "daemon",
+    "log",
+    "enable-rpc",
+    "rpc-listen-all",
+    "stop-with-process",
+}
 
 
 def find_base_config() -> Path:

@@ -21,7 +21,13 @@ class Transfer:
 
 # TransferStatus.state values
 WAITING, ACTIVE, PAUSED, COMPLETE, ERROR, REMOVED, MISSING = (
-    "waiting", "active", "paused", "complete", "error", "removed", "missing",
+    "waiting",
+    "active",
+    "paused",
+    "complete",
+    "error",
+    "removed",
+    "missing",
 )
 
 
@@ -31,11 +37,11 @@ class TransferStatus:
     state: str
     completed: int = 0
     total: int | None = None
-    speed: float = 0.0                   # bytes per second
-    error_code: str | None = None        # a code from engines.errors
+    speed: float = 0.0  # bytes per second
+    error_code: str | None = None  # a code from engines.errors
     error_message: str | None = None
-    sha256: str | None = None            # set when the engine hashed or verified the bytes
-    http_status: int | None = None       # 403/410 suggest an expired signed URL
+    sha256: str | None = None  # set when the engine hashed or verified the bytes
+    http_status: int | None = None  # 403/410 suggest an expired signed URL
 
 
 class Engine(Protocol):

@@ -41,7 +41,7 @@ class _Run:
     state: str = WAITING
     completed: int = 0
     total: int | None = None
-    stop: str | None = None              # "pause" | "remove"
+    stop: str | None = None  # "pause" | "remove"
     error: OrchestratorError | None = None
     sha256: str | None = None
     hasher: hashlib._Hash | None = None  # covers the first `hashed` bytes of the file
@@ -67,8 +67,13 @@ class RequestsEngine:
     name = "requests"
     verifies_sha256 = False  # it hashes while streaming; the manager compares
 
-    def __init__(self, max_active: int = 5, chunk_size: int = CHUNK_SIZE, retries: int = 8,
-                 timeout: tuple[float, float] = (15, 60)) -> None:
+    def __init__(
+        self,
+        max_active: int = 5,
+        chunk_size: int = CHUNK_SIZE,
+        retries: int = 8,
+        timeout: tuple[float, float] = (15, 60),
+    ) -> None:
         self.chunk_size = chunk_size
         self.retries = retries
         self.timeout = timeout
@@ -86,8 +91,9 @@ class RequestsEngine:
 
     def _launch(self, run: _Run) -> None:
         run.stop, run.state = None, WAITING
-        run.thread = threading.Thread(target=self._work, args=(run,), daemon=True,
-                                      name=f"fetch-{run.transfer.filename[:20]}")
+        run.thread = threading.Thread(
+            target=self._work, args=(run,), daemon=True, name=f"fetch-{run.transfer.filename[:20]}"
+        )
         run.thread.start()
 
     def poll(self, handles: list[str]) -> dict[str, TransferStatus]:
@@ -97,8 +103,14 @@ class RequestsEngine:
             if run is None:
                 statuses[handle] = TransferStatus(handle, MISSING)
                 continue
-            status = TransferStatus(handle, run.state, run.completed, run.total,
-                                    run.speed() if run.state == ACTIVE else 0.0, sha256=run.sha256)
+            status = TransferStatus(
+                handle,
+                run.state,
+                run.completed,
+                run.total,
+                run.speed() if run.state == ACTIVE else 0.0,
+                sha256=run.sha256,
+            )
             if run.error:
                 status.error_code, status.error_message = run.error.code, run.error.message
             statuses[handle] = status
@@ -171,9 +183,11 @@ class RequestsEngine:
                 except (_Retry, *_TRANSIENT) as exc:
                     if attempt == self.retries:
                         raise OrchestratorError(
-                            "network", f"The download kept failing after {self.retries} retries: "
-                            f"{_short(exc)}", 502) from None
-                    self._sleep(run, min(30.0, 2.0 * 2 ** attempt))
+                            "network",
+                            f"The download kept failing after {self.retries} retries: {_short(exc)}",
+                            502,
+                        ) from None
+                    self._sleep(run, min(30.0, 2.0 * 2**attempt))
         finally:
             session.close()
 
@@ -215,8 +229,10 @@ class RequestsEngine:
         content_type = response.headers.get("Content-Type", "")
         if "text/html" in content_type and not run.transfer.filename.lower().endswith((".html", ".htm")):
             raise OrchestratorError(
-                "not_a_file", "The server sent a web page instead of the file "
-                "(a login or error page?); nothing was saved.", 502)
+                "not_a_file",
+                "The server sent a web page instead of the file (a login or error page?); nothing was saved.",
+                502,
+            )
         if status == 206:
             start, total = _content_range(response.headers.get("Content-Range", ""))
             if start != have:
@@ -286,7 +302,7 @@ class RequestsEngine:
 def _content_range(value: str) -> tuple[int | None, int | None]:
     """(start, total) from 'bytes a-b/total'."""
     try:
-        unit, _, rest = value.partition(" ")
+        _, _, rest = value.partition(" ")
         span, _, total = rest.partition("/")
         start = int(span.split("-")[0])
         return start, (int(total) if total.isdigit() else None)

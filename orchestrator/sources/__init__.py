@@ -36,7 +36,9 @@ def validate_url(raw: object) -> str:
         raise OrchestratorError("invalid_url", "That does not look like a web link.") from None
     if parts.scheme.lower() not in ("http", "https"):
         if not parts.scheme:
-            raise OrchestratorError("invalid_url", "That does not look like a web link (http:// or https://).")
+            raise OrchestratorError(
+                "invalid_url", "That does not look like a web link (http:// or https://)."
+            )
         raise OrchestratorError(
             "unsupported_scheme",
             f"Only http and https links can be downloaded, not {parts.scheme[:20]}: links.",

@@ -20,10 +20,10 @@ class Resolved:
 
     urls: list[str]
     source: str
-    filename: str | None = None          # the server's or API's name, not yet sanitised
+    filename: str | None = None  # the server's or API's name, not yet sanitised
     size: int | None = None
     sha256: str | None = None
     resumable: bool = True
     metadata: dict[str, Any] = field(default_factory=dict)
-    model_type: str | None = None        # what the service says the model is, if it says
+    model_type: str | None = None  # what the service says the model is, if it says
     headers: list[str] = field(default_factory=list)  # non-secret extras (e.g. Drive cookies)

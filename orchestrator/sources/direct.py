@@ -34,15 +34,14 @@ def resolve(url: str, credentials: Credentials) -> Resolved:
         except requests.exceptions.TooManyRedirects:
             raise OrchestratorError("too_many_redirects", "The link redirects too many times.", 502) from None
         except requests.RequestException as exc:
-            raise OrchestratorError(
-                "unreachable", f"Could not reach {host}: {_reason(exc)}.", 502
-            ) from None
+            raise OrchestratorError("unreachable", f"Could not reach {host}: {_reason(exc)}.", 502) from None
     return _describe(url, response, host)
 
 
 def _ranged_get(session: requests.Session, url: str) -> requests.Response:
-    response = session.get(url, headers={"Range": "bytes=0-0"}, allow_redirects=True,
-                           stream=True, timeout=TIMEOUT)
+    response = session.get(
+        url, headers={"Range": "bytes=0-0"}, allow_redirects=True, stream=True, timeout=TIMEOUT
+    )
     response.close()  # only the headers are wanted
     return response
 

@@ -20,8 +20,12 @@ MiB = 1024 * 1024
 
 def is_event(job_id: str, *statuses: str):
     def check(message: dict) -> bool:
-        return (message.get("type") == "download" and message.get("job") == job_id
-                and message["data"]["status"] in statuses)
+        return (
+            message.get("type") == "download"
+            and message.get("job") == job_id
+            and message["data"]["status"] in statuses
+        )
+
     return check
 
 
@@ -35,11 +39,18 @@ def test_websocket_download_lands_verified_in_its_folder(server_factory, origin,
     client = connect(server)
     hello = client.next()
     assert hello["type"] == "hello" and hello["data"]["engine"]["name"] == "aria2"
-    assert {t["name"] for t in hello["data"]["types"]} >= {"checkpoint", "lora", "vae", "embedding",
-                                                          "upscaler", "controlnet"}
+    assert {t["name"] for t in hello["data"]["types"]} >= {
+        "checkpoint",
+        "lora",
+        "vae",
+        "embedding",
+        "upscaler",
+        "controlnet",
+    }
 
-    client.send({"type": "download", "id": "req-1",
-                 "data": {"type": "checkpoint", "url": origin.url("/get/model")}})
+    client.send(
+        {"type": "download", "id": "req-1", "data": {"type": "checkpoint", "url": origin.url("/get/model")}}
+    )
     started = client.until(lambda m: m.get("type") == "download" and m["data"]["status"] == "started")
     job_id = started["job"]
     assert started["id"] == "req-1"
@@ -77,8 +88,9 @@ def test_dropped_connections_resume_instead_of_restarting(server_factory, origin
 
 
 def test_content_disposition_names_the_file_and_cannot_escape(server_factory, origin):
-    data = origin.add_file("/dl", 1 * MiB,
-                           content_disposition='attachment; filename="../../../evil.safetensors"')
+    data = origin.add_file(
+        "/dl", 1 * MiB, content_disposition='attachment; filename="../../../evil.safetensors"'
+    )
     server = server_factory()
     job = server.submit(origin.url("/dl?id=7"), "lora")
     done = server.wait_for(job["id"], {"completed", "failed"})
@@ -90,8 +102,13 @@ def test_content_disposition_names_the_file_and_cannot_escape(server_factory, or
 
 
 def test_explicit_name_wins_and_utf8_filename_star_is_read(server_factory, origin):
-    origin.add_file("/a", 1 * MiB, content_disposition=(
-        "attachment; filename=\"fallback.bin\"; filename*=UTF-8''%E6%A8%A1%E5%9E%8B.safetensors"))
+    origin.add_file(
+        "/a",
+        1 * MiB,
+        content_disposition=(
+            "attachment; filename=\"fallback.bin\"; filename*=UTF-8''%E6%A8%A1%E5%9E%8B.safetensors"
+        ),
+    )
     origin.add_file("/b", 1 * MiB, content_disposition='attachment; filename="server.bin"')
     server = server_factory()
     first = server.submit(origin.url("/a"), "embedding")
@@ -100,12 +117,15 @@ def test_explicit_name_wins_and_utf8_filename_star_is_read(server_factory, origi
     assert server.wait_for(second["id"], {"completed", "failed"})["path"] == "embedding/mine.pt"
 
 
-@pytest.mark.parametrize(("setup", "code"), [
-    (lambda o: o.add_file("/f", 1024, status=404), "origin_not_found"),
-    (lambda o: o.add_file("/f", 1024, status=403), "origin_forbidden"),
-    (lambda o: o.add_file("/f", 1024, status=500), "origin_error"),
-    (lambda o: o.add_html("/f"), "not_a_file"),
-])
+@pytest.mark.parametrize(
+    ("setup", "code"),
+    [
+        (lambda o: o.add_file("/f", 1024, status=404), "origin_not_found"),
+        (lambda o: o.add_file("/f", 1024, status=403), "origin_forbidden"),
+        (lambda o: o.add_file("/f", 1024, status=500), "origin_error"),
+        (lambda o: o.add_html("/f"), "not_a_file"),
+    ],
+)
 def test_origin_errors_fail_with_a_reason_and_leave_nothing(server_factory, origin, setup, code):
     setup(origin)
     server = server_factory()
@@ -118,16 +138,19 @@ def test_origin_errors_fail_with_a_reason_and_leave_nothing(server_factory, orig
     assert server.staging_files() == []
 
 
-@pytest.mark.parametrize(("body", "status", "code"), [
-    ({"url": "", "type": "lora"}, 400, "empty_url"),
-    ({"url": "not a link", "type": "lora"}, 400, "invalid_url"),
-    ({"url": "file:///etc/passwd", "type": "lora"}, 400, "unsupported_scheme"),
-    ({"url": "ftp://example.com/x.bin", "type": "lora"}, 400, "unsupported_scheme"),
-    ({"url": "javascript:alert(1)", "type": "lora"}, 400, "unsupported_scheme"),
-    ({"url": "data:text/plain,hi", "type": "lora"}, 400, "unsupported_scheme"),
-    ({"url": "http://example.com/x", "type": "../../etc"}, 400, "unknown_type"),
-    ({"url": "http://example.com/x", "type": "sdxl"}, 400, "unknown_type"),
-])
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"url": "", "type": "lora"}, 400, "empty_url"),
+        ({"url": "not a link", "type": "lora"}, 400, "invalid_url"),
+        ({"url": "file:///etc/passwd", "type": "lora"}, 400, "unsupported_scheme"),
+        ({"url": "ftp://example.com/x.bin", "type": "lora"}, 400, "unsupported_scheme"),
+        ({"url": "javascript:alert(1)", "type": "lora"}, 400, "unsupported_scheme"),
+        ({"url": "data:text/plain,hi", "type": "lora"}, 400, "unsupported_scheme"),
+        ({"url": "http://example.com/x", "type": "../../etc"}, 400, "unknown_type"),
+        ({"url": "http://example.com/x", "type": "sdxl"}, 400, "unknown_type"),
+    ],
+)
 def test_bad_requests_are_refused_and_create_nothing(server_factory, body, status, code):
     server = server_factory()
     answer = server.api("POST", "/api/downloads", json=body)
@@ -147,8 +170,12 @@ def test_websocket_survives_garbage_and_answers_each_mistake(server_factory, con
     assert client.next()["data"]["code"] == "unknown_message"
     client.send({"type": "download", "id": 9, "data": {"type": "lora", "url": "ftp://x/y"}})
     answer = client.next()
-    assert answer == {"type": "download", "id": 9, "job": None, "data": {
-        "status": "error", "code": "unsupported_scheme", "message": answer["data"]["message"]}}
+    assert answer == {
+        "type": "download",
+        "id": 9,
+        "job": None,
+        "data": {"status": "error", "code": "unsupported_scheme", "message": answer["data"]["message"]},
+    }
     client.send({"type": "cancel", "id": 10, "data": {"job": "nope"}})
     assert client.next()["data"]["code"] == "not_found"
     client.send_binary(json.dumps({"type": "ping"}).encode())
@@ -166,7 +193,9 @@ def test_pause_resume_cancel_through_rest(server_factory, origin):
     assert server.job(job["id"])["state"] == "paused"
     assert server.job(job["id"])["downloaded"] <= paused_at + 2 * MiB  # buffered bytes only
     assert server.api("POST", f"/api/downloads/{job['id']}/resume").json()["job"]["state"] in (
-        "downloading", "queued")
+        "downloading",
+        "queued",
+    )
     server.wait_until(job["id"], lambda j: j["downloaded"] > paused_at)
     assert server.api("POST", f"/api/downloads/{job['id']}/retry").status_code == 409
     cancelled = server.api("DELETE", f"/api/downloads/{job['id']}").json()["job"]
