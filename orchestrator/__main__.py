@@ -1,13 +1,14 @@
-"""Command line: `orchestrator serve` (the app) and `orchestrator aria2d` (the daemon)."""
+"""Command line: `orchestrator serve` (the app), `orchestrator aria2d` (the daemon), and get/ls/doctor."""
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import os
 import sys
+from dataclasses import replace
 
+from . import cli
 from .config import Settings, add_settings_arguments, settings_from_args
 
 SERVE_FLAGS = (
@@ -22,6 +23,8 @@ SERVE_FLAGS = (
     "poll-interval",
     "max-active",
     "log-level",
+    "token",
+    "block-private",
 )
 DAEMON_FLAGS = ("models-dir", "state-dir", "aria2-rpc-url", "aria2-secret", "log-level")
 
@@ -33,7 +36,10 @@ def main(argv: list[str] | None = None) -> None:
     add_settings_arguments(serve, SERVE_FLAGS)
     daemon = commands.add_parser("aria2d", help="run aria2c in the foreground with the generated config")
     add_settings_arguments(daemon, DAEMON_FLAGS)
+    cli.register(commands)  # get, ls, cancel, pause, resume, doctor: orchestrator/cli/
     args = parser.parse_args(argv)
+    if args.command in cli.COMMANDS:
+        sys.exit(cli.run(args))
     settings = settings_from_args(args)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -45,19 +51,33 @@ def run_server(settings: Settings) -> None:
     import uvicorn
 
     from .app import create_app
+    from .security import RedactTokens, check_token_strength, new_access_token
 
-    if not _is_loopback(settings.host):
-        logging.getLogger("orchestrator").warning(
-            "listening on %s: anyone who can reach this address can start downloads", settings.host
-        )
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        ws_max_size=64 * 1024,
-        timeout_graceful_shutdown=5,
-    )
+    if settings.access_token:
+        check_token_strength(settings.access_token)
+    else:
+        settings = replace(settings, access_token=new_access_token())
+    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
+    _announce(settings)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                log_level=settings.log_level, timeout_graceful_shutdown=5,
+                # frames up to 1 MiB reach the app, which answers anything over 64 KiB
+                # with an error instead of dropping the connection
+                ws_max_size=1024 * 1024)
+
+
+def _announce(settings: Settings) -> None:
+    """Jupyter-style: the address, and the one-time login link for remote use."""
+    given = bool(os.environ.get("ORCHESTRATOR_TOKEN")) or "--token" in " ".join(sys.argv)
+    token = "<ORCHESTRATOR_TOKEN>" if given else settings.access_token
+    shown = "127.0.0.1" if not settings.exposed else settings.host
+    lines = [f"orchestrator: open http://{shown}:{settings.port}/"]
+    if settings.exposed:
+        lines.append(f"  listening on {settings.host}: every request needs the access token; log in with")
+        lines.append(f"  http://<this machine>:{settings.port}/?token={token}")
+    else:
+        lines.append(f"  through a tunnel or proxy, log in once with <public address>/?token={token}")
+    print("\n".join(lines), file=sys.stderr, flush=True)
 
 
 def run_daemon(settings: Settings) -> None:
@@ -78,15 +98,6 @@ def run_daemon(settings: Settings) -> None:
     )
     command = aria2c_command(config)
     os.execvp(command[0], command)  # noqa: S606 - exec aria2c in place, as supervisord expects
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -22,8 +23,9 @@ from .config import STAGING_FOLDER, Settings
 from .engines import EngineChoice, choose_engine
 from .errors import OrchestratorError
 from .events import Hub
-from .jobs import JobStore
+from .jobs import JobStore, exclusive_state
 from .manager import Manager
+from .security import AccessGuard, new_access_token
 
 log = logging.getLogger(__name__)
 
@@ -53,24 +55,9 @@ def create_app(settings: Settings, choice: EngineChoice | None = None) -> Starle
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         settings.models_dir.mkdir(parents=True, exist_ok=True)
         settings.staging_dir.mkdir(parents=True, exist_ok=True)
-        picked = choice or await asyncio.to_thread(choose_engine, settings)
-        hub = Hub()
-        manager = Manager(settings, JobStore(settings.database_path), picked.engine, hub)
-        await manager.start()
-        manager.engine_info.update(fallback=picked.engine.name != "aria2", hint=picked.hint)
-        state.update(manager=manager, hub=hub, choice=picked)
-        watchdog = asyncio.create_task(_watch_daemon(picked, manager))
-        log.info(
-            "serving on http://%s:%s with the %s engine", settings.host, settings.port, picked.engine.name
-        )
-        try:
-            yield
-        finally:
-            watchdog.cancel()
-            await manager.stop()
-            manager.store.close()
-            if picked.daemon:
-                await asyncio.to_thread(picked.daemon.stop)
+        with exclusive_state(settings.state_dir):
+            async with _running(settings, choice, state):
+                yield
 
     def manager() -> Manager:
         return state["manager"]
@@ -94,12 +81,10 @@ def create_app(settings: Settings, choice: EngineChoice | None = None) -> Starle
         return JSONResponse({"jobs": manager().snapshot()})
 
     async def create_download(request: Request) -> Response:
-        body = await request.body()
-        if len(body) > MAX_MESSAGE_BYTES:
-            raise OrchestratorError("message_too_large", "The request body is too large.", 413)
+        body = await _read_limited(request)
         try:
-            data = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            data = strict_json(body)
+        except ValueError:  # bad JSON, bad UTF-8, NaN
             raise OrchestratorError("invalid_json", "The request body is not valid JSON.") from None
         job, created = await manager().submit(
             data, request_id=data.get("id") if isinstance(data, dict) else None
@@ -144,7 +129,58 @@ def create_app(settings: Settings, choice: EngineChoice | None = None) -> Starle
         WebSocketRoute("/ws", websocket),
         Mount("/", StaticFiles(directory=web_folder(), html=True)),
     ]
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={OrchestratorError: handle_error})
+    token = settings.access_token or new_access_token()
+    guard = Middleware(AccessGuard, token=token, bound_to_loopback=not settings.exposed)
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[guard],
+        exception_handlers={OrchestratorError: handle_error},
+    )
+
+
+@contextlib.asynccontextmanager
+async def _running(
+    settings: Settings, choice: EngineChoice | None, state: dict[str, Any]
+) -> AsyncIterator[None]:
+    """The engine, the manager and the daemon watchdog, for the life of the server."""
+    picked = choice or await asyncio.to_thread(choose_engine, settings)
+    hub = Hub()
+    manager = Manager(settings, JobStore(settings.database_path), picked.engine, hub)
+    await manager.start()
+    manager.engine_info.update(fallback=picked.engine.name != "aria2", hint=picked.hint)
+    state.update(manager=manager, hub=hub, choice=picked)
+    watchdog = asyncio.create_task(_watch_daemon(picked, manager))
+    log.info("serving on http://%s:%s with the %s engine", settings.host, settings.port, picked.engine.name)
+    try:
+        yield
+    finally:
+        watchdog.cancel()
+        await manager.stop()
+        manager.store.close()
+        if picked.daemon:
+            await asyncio.to_thread(picked.daemon.stop)
+
+
+def strict_json(raw: str | bytes) -> Any:
+    """json.loads that refuses NaN and Infinity, which no browser could read back."""
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(raw, parse_constant=refuse)
+
+
+async def _read_limited(request: Request) -> bytes:
+    """The body, refused as soon as it grows past the limit (never read whole into memory)."""
+    too_large = OrchestratorError("message_too_large", "The request body is too large.", 413)
+    if int(request.headers.get("content-length") or 0) > MAX_MESSAGE_BYTES:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_MESSAGE_BYTES:
+            raise too_large
+    return bytes(body)
 
 
 async def _watch_daemon(choice: EngineChoice, manager: Manager) -> None:
@@ -229,8 +265,8 @@ async def _handle_frame(manager: Manager, message: dict[str, Any]) -> dict[str, 
     if size > MAX_MESSAGE_BYTES:
         return _socket_error(None, OrchestratorError("message_too_large", "That message is too large."))
     try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = strict_json(raw)
+    except ValueError:  # bad JSON, bad UTF-8, NaN
         return _socket_error(None, OrchestratorError("invalid_json", "That message is not valid JSON."))
     if not isinstance(data, dict):
         return _socket_error(None, OrchestratorError("invalid_message", "A message must be a JSON object."))

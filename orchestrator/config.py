@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import OrchestratorError
+from .security import is_loopback
 
 # A model type is a word the user picks; a layout decides which folder it lands in.
 MODEL_TYPES: dict[str, str] = {
@@ -58,6 +59,10 @@ LAYOUTS: dict[str, dict[str, str]] = {
 
 ENGINES = ("auto", "aria2", "requests")
 STAGING_FOLDER = ".staging"
+# Not a folder: the source picks the type (only CivitAI says what a model is).
+AUTO_TYPE = "auto"
+AUTO_DESCRIPTION = "Auto: the type CivitAI gives (CivitAI links only)"
+SWITCHES = {"on": True, "off": False, "true": True, "false": False, "1": True, "0": False}
 
 
 def folder_for(model_type: str, layout: str) -> str:
@@ -83,6 +88,18 @@ class Settings:
     poll_interval: float = 1.0
     max_active: int = 5
     log_level: str = "info"
+    access_token: str | None = None
+    block_private: str = "auto"  # refuse private/loopback download targets: auto | on | off
+    sidecars: bool = True  # <name>.civitai.json and <name>.preview.<ext> beside CivitAI models
+
+    @property
+    def exposed(self) -> bool:
+        """Listening beyond this machine: the access token is then always required."""
+        return not is_loopback(self.host)
+
+    @property
+    def blocks_private_targets(self) -> bool:
+        return self.block_private == "on" or (self.block_private == "auto" and self.exposed)
 
     @property
     def staging_dir(self) -> Path:
@@ -108,8 +125,13 @@ _FLAGS: dict[str, tuple[str, str | None, str]] = {
     "aria2-secret": ("ARIA2_SECRET", None, "aria2 RPC secret (default: kept in the state dir)"),
     "layout": ("ORCHESTRATOR_LAYOUT", "default", "folder names: default | a1111 | comfyui"),
     "poll-interval": ("ORCHESTRATOR_POLL_INTERVAL", "1.0", "seconds between progress polls"),
-    "max-active": ("ORCHESTRATOR_MAX_ACTIVE", "5", "downloads moving bytes at once"),
+    "max-active": ("ORCHESTRATOR_MAX_ACTIVE", "5", "downloads at once (fallback; own aria2c)"),
     "log-level": ("ORCHESTRATOR_LOG_LEVEL", "info", "debug | info | warning | error"),
+    "token": ("ORCHESTRATOR_TOKEN", None, "access token for the page and API (default: generated at start)"),
+    "block-private": ("ORCHESTRATOR_BLOCK_PRIVATE", "auto",
+                      "refuse downloads from private/loopback addresses: auto (when exposed) | on | off"),
+    "sidecars": ("ORCHESTRATOR_SIDECARS", "on",
+                 "write <name>.civitai.json and <name>.preview.<ext> beside CivitAI models: on | off"),
 }
 
 
@@ -131,8 +153,14 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     layout = pick("layout")
     if engine not in ENGINES:
         raise SystemExit(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if pick("block-private") not in ("auto", "on", "off"):
+        raise SystemExit("--block-private must be auto, on or off")
     if layout not in LAYOUTS:
         raise SystemExit(f"--layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
+    # read from the environment too when the command has no --sidecars flag
+    sidecars = str(values.get("sidecars") or os.environ.get("ORCHESTRATOR_SIDECARS") or "on").lower()
+    if sidecars not in SWITCHES:
+        raise SystemExit(f"--sidecars must be on or off, not {sidecars!r}")
     try:
         port = int(pick("port"))
         poll = float(pick("poll-interval"))
@@ -151,4 +179,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         poll_interval=max(0.1, poll),
         max_active=max(1, max_active),
         log_level=pick("log-level"),
+        access_token=pick("token") or None,
+        block_private=pick("block-private"),
+        sidecars=SWITCHES[sidecars],
     )

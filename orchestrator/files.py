@@ -87,7 +87,9 @@ def model_folder(models_dir: Path, folder: str) -> Path:
     """The folder a type maps to, refusing anything that would resolve outside models_dir."""
     root = models_dir.resolve()
     target = (root / folder).resolve()
-    if target == root or root not in target.parents or folder.startswith(STAGING_FOLDER):
+    staging = root / STAGING_FOLDER
+    inside_staging = target == staging or staging in target.parents
+    if target == root or root not in target.parents or inside_staging:
         raise OrchestratorError("invalid_folder", f"{folder!r} is not a folder inside the models folder.")
     return target
 
@@ -190,3 +192,21 @@ def _exists(target: Path) -> OrchestratorError:
         "ask for overwrite to replace it.",
         status=409,
     )
+
+
+def write_sidecars(target: Path, extras: list[tuple[str, bytes]]) -> list[Path]:
+    """Write files that describe a model beside it: `<stem><suffix>`, e.g. `x.civitai.json`.
+
+    They follow the model, so an older one is replaced; each is written to a
+    hidden temporary name first, so a tool never reads half a file.
+    """
+    written = []
+    for suffix, data in extras:
+        if not re.fullmatch(r"(\.[A-Za-z0-9]+){1,3}", suffix):
+            raise ValueError(f"bad sidecar suffix {suffix!r}")
+        path = target.with_name(target.stem + suffix)
+        partial = path.with_name(f".{path.name}.part")
+        partial.write_bytes(data)
+        os.replace(partial, path)
+        written.append(path)
+    return written

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
@@ -158,6 +161,25 @@ class Job:
 
 
 _LIVE_ONLY = ("rate", "eta")
+LOCK_FILE = "manager.lock"
+
+
+@contextlib.contextmanager
+def exclusive_state(state_dir: Path) -> Iterator[None]:
+    """One manager per state folder (a server, or an in-process `get`): two on one job
+    list would each resume the other's downloads."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with open(state_dir / LOCK_FILE, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OrchestratorError(
+                "state_in_use",
+                f"Another orchestrator (a server or `orchestrator get`) is using {state_dir}; "
+                "stop it, or give this one its own --state-dir.",
+                409,
+            ) from None
+        yield
 
 
 class JobStore:

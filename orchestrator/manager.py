@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import files, sources
-from .config import MODEL_TYPES, Settings, folder_for
+from .config import AUTO_DESCRIPTION, AUTO_TYPE, MODEL_TYPES, Settings, folder_for
 from .engines.base import (
     ACTIVE,
     COMPLETE,
@@ -49,13 +51,15 @@ class Manager:
         store: JobStore,
         engine: Engine,
         hub: Hub,
-        resolver: Callable[[str, Credentials], Resolved] = sources.resolve,
+        resolver: Callable[[str, Credentials], Resolved] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.engine = engine
         self.hub = hub
-        self.resolve = resolver
+        self.resolve = resolver or functools.partial(
+            sources.resolve, block_private=settings.blocks_private_targets
+        )
         self.jobs: dict[str, Job] = {}
         self.engine_info: dict[str, Any] = {"name": engine.name}
         self._tasks: dict[str, asyncio.Task] = {}
@@ -92,6 +96,8 @@ class Manager:
         elif job.state in (State.QUEUED, State.RESOLVING) and not job.handle:
             job.state = State.QUEUED
             self._spawn(job, self._prepare(job))
+        elif job.state == State.RESOLVING and job.handle:
+            job.state = State.QUEUED  # stopped between engine.start and the save: poll it
         elif job.state in (State.DOWNLOADING, State.PAUSED, State.QUEUED) and not job.handle:
             self._spawn(job, self._prepare(job, paused=job.state == State.PAUSED))
         # jobs with a handle are picked up by the next poll; a lost handle is re-added there
@@ -102,9 +108,11 @@ class Manager:
         """Create a job (or find the identical active one). Returns (job, created)."""
         if not isinstance(request, dict):
             raise OrchestratorError("invalid_message", "A download needs an object with url and type.")
+        request_id = _request_id(request_id)
         url = sources.validate_url(request.get("url"))
         model_type = request.get("type")
-        folder = folder_for(model_type, self.settings.layout)
+        source = sources.identify(url)
+        folder = self._requested_folder(model_type, source)
         name = request.get("name") or None
         if name is not None:
             name = files.sanitize_filename(name)
@@ -118,9 +126,9 @@ class Manager:
             model_type=model_type,
             folder=folder,
             name=name,
-            overwrite=bool(request.get("overwrite")),
+            overwrite=_flag(request.get("overwrite"), "overwrite"),
             request_id=request_id,
-            source=sources.identify(url),
+            source=source,
             engine=self.engine.name,
         )
         self._credentials[job.id] = Credentials(
@@ -131,6 +139,28 @@ class Manager:
         self._emit(job, "started", url=job.url, type=job.model_type)
         self._spawn(job, self._prepare(job))
         return job, True
+
+    def _requested_folder(self, model_type: Any, source: str) -> str:
+        """The folder a request names; with `auto` it stays empty until the source says the type."""
+        if model_type != AUTO_TYPE:
+            return folder_for(model_type, self.settings.layout)
+        if not sources.knows_model_type(source):
+            raise OrchestratorError(
+                "type_required",
+                "Only CivitAI links say what kind of model they are; pick a model type for this link.",
+            )
+        return ""
+
+    def _auto_folder(self, resolved: Resolved) -> str:
+        """The folder for the type the source gave (CivitAI: LORA -> lora, ...)."""
+        if resolved.model_type in MODEL_TYPES:
+            return folder_for(resolved.model_type, self.settings.layout)
+        said = resolved.metadata.get("model_type")
+        kind = f" ({said})" if said else ""
+        raise OrchestratorError(
+            "type_required",
+            f"This model's type{kind} has no folder here; pick a model type instead of auto.",
+        )
 
     def _check_limits(self) -> None:
         active = sum(1 for job in self.jobs.values() if job.active)
@@ -246,7 +276,11 @@ class Manager:
         credentials = self._credentials.get(job.id, Credentials())
         resolved = await asyncio.to_thread(self.resolve, job.url, credentials)
         first_time = job.filename is None
-        job.filename = job.name or files.choose_filename(None, None, resolved.filename or job.url)
+        job.filename = job.name or (
+            files.sanitize_filename(resolved.filename)
+            if resolved.filename
+            else files.choose_filename(None, None, job.url)
+        )
         job.source = resolved.source
         job.size = resolved.size or job.size
         job.expected_sha256 = (resolved.sha256 or "").lower() or None
@@ -255,6 +289,8 @@ class Manager:
             self._emit(job, "started", url=job.url, type=job.model_type)
             if job.metadata:
                 self._emit(job, "metadata", info=job.metadata)
+        if job.model_type == AUTO_TYPE:
+            job.folder = self._auto_folder(resolved)
         target = self._target(job)
         if target.exists() and await self._already_there(job, target):
             return
@@ -275,7 +311,7 @@ class Manager:
             await self._engine_call(self.engine.pause, job.handle)
             self._set_state(job, State.PAUSED)
         else:
-            self._set_state(job, State.DOWNLOADING)
+            self._set_state(job, State.QUEUED)  # the next poll says when bytes really move
         self.store.save(job)
 
     async def _start_transfer(self, job: Job, transfer: Transfer) -> None:
@@ -315,6 +351,7 @@ class Manager:
                 "ask for overwrite to replace it.",
                 409,
             )
+        await self._add_sidecars(job, target)
         self._complete(job, size, digest, already_present=True)
         return True
 
@@ -338,11 +375,23 @@ class Manager:
             existing = await asyncio.to_thread(files.sha256_of, target)
             if existing == digest:
                 await asyncio.to_thread(files.remove_staging, self.settings.models_dir, job.id)
+                await self._add_sidecars(job, target)
                 self._complete(job, size, digest, already_present=True)
                 return
         await asyncio.to_thread(files.install, staged, target, job.overwrite)
         await asyncio.to_thread(files.remove_staging, self.settings.models_dir, job.id)
+        await self._add_sidecars(job, target)
         self._complete(job, size, digest, already_present=False)
+
+    async def _add_sidecars(self, job: Job, target: Path) -> None:
+        """Files that describe the model (CivitAI's record, a preview) beside it; never fails the job."""
+        if not self.settings.sidecars:
+            return
+        try:
+            extras = await asyncio.to_thread(sources.sidecars, job.source, job.metadata)
+            await asyncio.to_thread(files.write_sidecars, target, extras)
+        except Exception as exc:  # the model is in place and verified; a sidecar is a nicety
+            log.warning("job %s: sidecar files not written: %s", job.id, type(exc).__name__)
 
     def _verify(self, job: Job, staged: Path, size: int, engine_sha256: str | None) -> str:
         """Blocking: size, web-page sniffing and sha256. Removes the file when it is wrong."""
@@ -353,7 +402,7 @@ class Manager:
                 f"The download has {size} bytes but should have {job.size}; the bad file was removed.",
                 502,
             )
-        elif job.size is None and files.looks_like_html(staged):
+        elif not job.filename.lower().endswith((".html", ".htm")) and files.looks_like_html(staged):
             problem = OrchestratorError(
                 "not_a_file", "The server sent a web page instead of the file; it was removed.", 502
             )
@@ -466,8 +515,13 @@ class Manager:
 
     def _on_error(self, job: Job, status: TransferStatus) -> None:
         # 403/410 on a link that worked: a signed URL may have expired; resolve again
-        if status.http_status in (403, 410) and job.downloaded and self._may_repair(job):
+        # (after a restart aria2 fails before reading its control file and reports 0 bytes)
+        worked = job.downloaded or self._has_staged_bytes(job)
+        if _may_have_expired(status) and worked and self._may_repair(job):
             self._readd(job, "the link expired; resolving it again")
+            return
+        if status.error_code == "checksum_mismatch":  # aria2 checked the published sha256 itself
+            self._spawn(job, self._drop_bad_bytes(job))
             return
         job.handle = None
         self._fail(
@@ -475,6 +529,23 @@ class Manager:
             OrchestratorError(
                 status.error_code or "download_failed", status.error_message or "The download failed.", 502
             ),
+        )
+
+    def _has_staged_bytes(self, job: Job) -> bool:
+        staged = files.staging_dir(self.settings.models_dir, job.id) / (job.filename or "")
+        return bool(job.filename) and staged.is_file() and staged.stat().st_size > 0
+
+    async def _drop_bad_bytes(self, job: Job) -> None:
+        """Bytes that differ from the published sha256 are no use to a retry: remove them, then fail."""
+        handle, job.handle = job.handle, None
+        if handle:
+            await self._engine_call(self.engine.forget, handle)
+        await asyncio.to_thread(files.remove_staging, self.settings.models_dir, job.id)
+        job.downloaded = 0
+        raise OrchestratorError(
+            "checksum_mismatch",
+            "The file's SHA-256 does not match the one the source published; the bad file was removed.",
+            502,
         )
 
     def _on_removed(self, job: Job, status: TransferStatus) -> None:
@@ -527,6 +598,11 @@ class Manager:
                 f"The download engine ({self.engine.name}) is not answering: {type(exc).__name__}.",
                 503,
             ) from None
+        except Exception as exc:  # e.g. aria2 refusing a call for a GID it no longer knows
+            log.warning("engine call %s failed: %s", getattr(method, "__name__", method), exc)
+            raise OrchestratorError(
+                "engine_error", f"The download engine ({self.engine.name}) refused: {str(exc)[:160]}", 409
+            ) from None
 
     def _engine_status(self, up: bool, message: str | None = None) -> None:
         if up == self.engine_up:
@@ -566,16 +642,44 @@ class Manager:
         )
 
     def types(self) -> list[dict[str, str]]:
-        return [
+        # "auto" has no folder of its own: the source's answer picks one of the others
+        auto = {"name": AUTO_TYPE, "description": AUTO_DESCRIPTION, "folder": ""}
+        return [auto] + [
             {"name": name, "description": text, "folder": folder_for(name, self.settings.layout)}
             for name, text in MODEL_TYPES.items()
         ]
+
+
+def _may_have_expired(status: TransferStatus) -> bool:
+    """403/410, or an HTTP failure whose status got lost: when several of aria2's connections
+    meet an expired URL, it often reports only "No URI available" (errorCode 22, no status)."""
+    if status.http_status is not None:
+        return status.http_status in (403, 410)
+    return status.error_code in ("origin_error", "origin_forbidden")
 
 
 def _eta(job: Job) -> float | None:
     if not job.size or job.rate <= 0:
         return None
     return max(0.0, (job.size - job.downloaded) / job.rate)
+
+
+def _flag(value: Any, name: str) -> bool:
+    """A JSON boolean; anything else (e.g. the string "false") is refused, not guessed."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    raise OrchestratorError("invalid_message", f"{name!r} must be true or false.")
+
+
+def _request_id(value: Any) -> Any:
+    """The client's id is echoed to every client, so it must be small, plain JSON."""
+    try:
+        size = len(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError):
+        size = None
+    if size is None or size > 1024:
+        raise OrchestratorError("invalid_message", "The message id must be plain JSON under 1 KiB.")
+    return value
 
 
 def _token(value: Any) -> str | None:

@@ -86,13 +86,14 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.log()}")
             try:
-                if requests.get(self.base + "/api/health", timeout=1).ok:
+                # 401: up, and (bound beyond loopback) asking for its access token
+                if requests.get(self.base + "/api/health", timeout=1).status_code in (200, 401):
                     return self
             except requests.RequestException:
                 time.sleep(0.1)
         raise RuntimeError(f"server did not start:\n{self.log()}")
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
+    def stop(self, sig: int = signal.SIGTERM, kill_daemon: bool = True) -> None:
         if self.process and self.process.poll() is None:
             self.process.send_signal(sig)
             try:
@@ -100,7 +101,8 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        _kill_stray_aria2(self.state)
+        if kill_daemon:
+            _kill_stray_aria2(self.state)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
@@ -14,8 +16,10 @@ from .aria2_daemon import (
     aria2c_path,
     free_port,
     load_or_create_secret,
+    orphan_pid,
     port_is_free,
     rpc_port,
+    wait_for_exit,
 )
 from .base import Engine
 from .fallback import RequestsEngine
@@ -45,6 +49,7 @@ def choose_engine(settings: Settings) -> EngineChoice:
     engine = Aria2Engine(settings.aria2_rpc_url, secret)
     if settings.engine == "aria2":
         return EngineChoice(_wait_for_daemon(engine))
+    _stop_orphan(settings)
     if engine.reachable():
         log.info("using the aria2 daemon at %s", settings.aria2_rpc_url)
         return EngineChoice(engine)
@@ -52,6 +57,23 @@ def choose_engine(settings: Settings) -> EngineChoice:
         return _embedded(settings, secret)
     log.warning(FALLBACK_HINT)
     return EngineChoice(RequestsEngine(settings.max_active), hint=FALLBACK_HINT)
+
+
+def _stop_orphan(settings: Settings) -> None:
+    """Stop an aria2c an earlier app started for this state folder and could not stop.
+
+    Left alone it would exit on its own (stop-with-process) or, on another port, keep
+    writing the same staging files as our new daemon. SIGTERM makes aria2c save its
+    session and every control file, so the new daemon resumes from the bytes on disk.
+    """
+    pid = orphan_pid(settings.state_dir)
+    if pid is None:
+        return
+    log.info("stopping the aria2c (pid %s) an earlier run left behind", pid)
+    os.kill(pid, signal.SIGTERM)
+    if not wait_for_exit(pid, 20):
+        os.kill(pid, signal.SIGKILL)
+        wait_for_exit(pid, 5)
 
 
 def _wait_for_daemon(engine: Aria2Engine) -> Aria2Engine:
@@ -78,7 +100,7 @@ def _embedded(settings: Settings, secret: str) -> EngineChoice:
             rpc_port(settings.aria2_rpc_url),
             port,
         )
-    daemon = EmbeddedDaemon(settings.state_dir, secret, port, settings.staging_dir)
+    daemon = EmbeddedDaemon(settings.state_dir, secret, port, settings.staging_dir, settings.max_active)
     daemon.start()
     parts = urlsplit(settings.aria2_rpc_url)
     url = urlunsplit((parts.scheme, f"127.0.0.1:{port}", parts.path or "/jsonrpc", "", ""))

@@ -103,13 +103,43 @@ def write_runtime_config(state_dir: Path, secret: str, port: int, download_dir: 
     return path
 
 
+def pid_path(state_dir: Path) -> Path:
+    return state_dir / "aria2.pid"
+
+
+def orphan_pid(state_dir: Path) -> int | None:
+    """The pid of an aria2c an earlier app started for this state folder, if it still runs.
+
+    Such a daemon exits as soon as it notices its app is gone (stop-with-process), so
+    it must be replaced, not adopted.
+    """
+    try:
+        pid = int(pid_path(state_dir).read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except (OSError, ValueError):
+        return None
+    owned = str(state_dir / "aria2.runtime.conf") in cmdline and "--stop-with-process" in cmdline
+    return pid if owned else None
+
+
+def wait_for_exit(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def aria2c_path() -> str | None:
     return shutil.which("aria2c")
 
 
-def aria2c_command(config: Path, owner_pid: int | None = None) -> list[str]:
-    """The command line: a config path and at most a pid, never the secret."""
+def aria2c_command(config: Path, owner_pid: int | None = None, max_active: int | None = None) -> list[str]:
+    """The command line: a config path, a pid, a number; never the secret."""
     command = ["aria2c", f"--conf-path={config}"]
+    if max_active:
+        command.append(f"--max-concurrent-downloads={max_active}")
     if owner_pid:
         # exit (saving the session) when the app dies, even by SIGKILL: no orphan daemon
         command.append(f"--stop-with-process={owner_pid}")
@@ -135,7 +165,10 @@ def free_port() -> int:
 class EmbeddedDaemon:
     """An aria2c child of the app, restarted if it dies (the single-machine default)."""
 
-    def __init__(self, state_dir: Path, secret: str, port: int, download_dir: Path) -> None:
+    def __init__(
+        self, state_dir: Path, secret: str, port: int, download_dir: Path, max_active: int | None = None
+    ) -> None:
+        self.max_active = max_active
         self.state_dir = state_dir
         self.secret = secret
         self.port = port
@@ -148,12 +181,13 @@ class EmbeddedDaemon:
         log_path = self.state_dir / "aria2.log"
         with open(log_path, "ab") as output:
             self.process = subprocess.Popen(
-                aria2c_command(config, owner_pid=os.getpid()),
+                aria2c_command(config, owner_pid=os.getpid(), max_active=self.max_active),
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C in a terminal reaches the app, which stops us
             )
+        pid_path(self.state_dir).write_text(f"{self.process.pid}\n")
         log.info("started aria2c (pid %s) on 127.0.0.1:%s", self.process.pid, self.port)
 
     @property
@@ -182,3 +216,4 @@ class EmbeddedDaemon:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        pid_path(self.state_dir).unlink(missing_ok=True)

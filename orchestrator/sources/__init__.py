@@ -3,18 +3,21 @@
 Each source module offers `matches(url) -> bool` and
 `resolve(url, credentials) -> Resolved`; the first that matches wins, and
 `direct` matches every http(s) link. Sources never write to disk.
+A service source may also offer `parse(url)` (raises for a link of its own it
+cannot use), `KNOWS_MODEL_TYPE` (type "auto" works) and `sidecars(metadata)`.
 """
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import OrchestratorError
-from . import direct
+from . import civitai, direct, gdrive, huggingface, policy
 from .base import Credentials, Resolved
 
 MAX_URL_LENGTH = 4096
-SOURCES = [direct]
+SOURCES = [civitai, huggingface, gdrive, direct]  # direct takes whatever the others do not
 
 __all__ = ["Credentials", "Resolved", "identify", "resolve", "validate_url"]
 
@@ -28,6 +31,8 @@ def validate_url(raw: object) -> str:
         raise OrchestratorError("invalid_url", f"That link is too long (over {MAX_URL_LENGTH} characters).")
     if any(ch.isspace() or ord(ch) < 32 for ch in url):
         raise OrchestratorError("invalid_url", "A link cannot contain spaces or control characters.")
+    if _shorthand(url):
+        return _checked(url)
     try:
         parts = urlsplit(url)
         host = parts.hostname
@@ -45,6 +50,19 @@ def validate_url(raw: object) -> str:
         )
     if not host:
         raise OrchestratorError("invalid_url", "The link has no host name.")
+    return _checked(url)
+
+
+def _shorthand(url: str) -> bool:
+    """Not a web link, but a form a service knows: an AIR URN, hf://, owner/repo/file, model@version."""
+    return not url.lower().startswith(("http://", "https://")) and any(s.matches(url) for s in SOURCES)
+
+
+def _checked(url: str) -> str:
+    """A service link its source cannot use is refused now, before any job exists."""
+    source = next(source for source in SOURCES if source.matches(url))
+    if hasattr(source, "parse"):
+        source.parse(url)
     return url
 
 
@@ -53,7 +71,25 @@ def identify(url: str) -> str:
     return next(source.NAME for source in SOURCES if source.matches(url))
 
 
-def resolve(url: str, credentials: Credentials) -> Resolved:
-    """Blocking: call from a worker thread."""
-    source = next(source for source in SOURCES if source.matches(url))
-    return source.resolve(url, credentials)
+def knows_model_type(name: str | None) -> bool:
+    """True when the source says what kind of model a link is, so type "auto" can work."""
+    return any(getattr(source, "KNOWS_MODEL_TYPE", False) for source in SOURCES if name == source.NAME)
+
+
+def sidecars(name: str | None, metadata: dict[str, Any]) -> list[tuple[str, bytes]]:
+    """Blocking: files the source wants beside the model, as (suffix, content); most want none."""
+    for source in SOURCES:
+        if name == source.NAME and hasattr(source, "sidecars"):
+            return source.sidecars(metadata)
+    return []
+
+
+def resolve(url: str, credentials: Credentials, block_private: bool = False) -> Resolved:
+    """Blocking: call from a worker thread. With block_private, only public hosts are fetched."""
+    with policy.blocking_private(block_private):
+        source = next(source for source in SOURCES if source.matches(url))
+        policy.check_target(url)
+        resolved = source.resolve(url, credentials)
+        for final in resolved.urls:
+            policy.check_target(final)
+    return resolved

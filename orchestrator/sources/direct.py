@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
 from ..errors import OrchestratorError, http_error
 from ..files import filename_from_content_disposition, filename_from_url
+from . import policy
 from .base import Credentials, Resolved
 
 NAME = "direct"
 TIMEOUT = (10, 30)
+MAX_REDIRECTS = 10
 USER_AGENT = "orchestrator/0.1 (+model downloader)"
 # Servers that answer HEAD badly: S3-style signed URLs refuse HEAD (403), some
 # apps don't implement it (405/501). A one-byte ranged GET asks the same question.
@@ -28,22 +30,31 @@ def resolve(url: str, credentials: Credentials) -> Resolved:
     with requests.Session() as session:
         session.headers.update({"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
         try:
-            response = session.head(url, allow_redirects=True, timeout=TIMEOUT)
+            response = follow(session, "HEAD", url)
             if response.status_code in _HEAD_REFUSED:
-                response = _ranged_get(session, url)
-        except requests.exceptions.TooManyRedirects:
-            raise OrchestratorError("too_many_redirects", "The link redirects too many times.", 502) from None
+                response = follow(session, "GET", url, headers={"Range": "bytes=0-0"})
         except requests.RequestException as exc:
             raise OrchestratorError("unreachable", f"Could not reach {host}: {_reason(exc)}.", 502) from None
-    return _describe(url, response, host)
+    resolved = _describe(url, response, host)
+    if policy.enabled():
+        # hand the engine the checked final address, so it cannot be sent elsewhere
+        resolved.urls = [response.url]
+    return resolved
 
 
-def _ranged_get(session: requests.Session, url: str) -> requests.Response:
-    response = session.get(
-        url, headers={"Range": "bytes=0-0"}, allow_redirects=True, stream=True, timeout=TIMEOUT
-    )
-    response.close()  # only the headers are wanted
-    return response
+def follow(session: requests.Session, method: str, url: str, **kwargs: object) -> requests.Response:
+    """Follow redirects one hop at a time, checking each target before it is contacted."""
+    for _ in range(MAX_REDIRECTS):
+        policy.check_target(url)
+        response = session.request(method, url, allow_redirects=False, stream=True, timeout=TIMEOUT, **kwargs)
+        response.close()  # only the headers are wanted
+        location = response.headers.get("Location")
+        if response.status_code not in (301, 302, 303, 307, 308) or not location:
+            return response
+        url = urljoin(url, location)
+        if method == "GET" and response.status_code == 303:
+            kwargs.pop("headers", None)
+    raise OrchestratorError("too_many_redirects", "The link redirects too many times.", 502)
 
 
 def _describe(url: str, response: requests.Response, host: str) -> Resolved:

@@ -69,6 +69,11 @@ class _File:
     status: int
     etag: str
     last_modified: str
+    fail_status: int = 503
+    fails_left: int = 0  # the first GETs answer fail_status ("down for a while")
+    stall_after: int | None = None
+    stall_seconds: float = 0.0
+    stalls_left: int = 0  # GET bodies that pause after stall_after bytes
 
 
 @dataclass
@@ -246,6 +251,9 @@ class _Handler(BaseHTTPRequestHandler):
         if f.status != HTTPStatus.OK:
             self._send_status(f.status, head)
             return
+        if not head and self.origin._take(f, "fails_left"):
+            self._send_status(f.fail_status, head, extra={"Retry-After": "1"})
+            return
         total = len(f.served)
         try:
             span = parse_range(self.headers.get("Range"), total) if f.accept_ranges else None
@@ -323,6 +331,10 @@ class _Handler(BaseHTTPRequestHandler):
         drop = f.drop_after is not None and f.drop_after < len(body) and self.origin._take_drop(f)
         if drop:
             body = body[: f.drop_after]
+        if f.stall_after is not None and f.stall_after < len(body) and self.origin._take(f, "stalls_left"):
+            sent = self._pump(path, body[: f.stall_after], f.rate)
+            self.origin._stopping.wait(f.stall_seconds)  # the connection stays open, silent
+            body = body[sent:]
         sent = self._pump(path, body, f.rate)
         if drop and sent == len(body):
             self._abort()
@@ -437,11 +449,17 @@ class Origin:
         drop_times: int = 1,
         status: int = 200,
         corrupt: bool = False,
+        fail_times: int = 0,
+        fail_status: int = 503,
+        stall_after: int | None = None,
+        stall_seconds: float = 0.0,
     ) -> bytes:
         """Serve a file at path; return its true bytes (the ones a correct download yields).
 
         Bytes are pseudo-random from seed (default: crc32 of path) unless data is given.
-        drop_after/drop_times cut that many GET bodies short; corrupt flips every byte.
+        drop_after/drop_times cut that many GET bodies short; corrupt flips every byte;
+        the first fail_times GETs answer fail_status; the first GET longer than stall_after
+        bytes goes silent for stall_seconds after that many bytes.
         """
         path = _norm_path(path)
         if data is None:
@@ -463,6 +481,11 @@ class Origin:
             drop_after=drop_after,
             drops_left=drop_times if drop_after is not None else 0,
             status=status,
+            fail_status=fail_status,
+            fails_left=fail_times,
+            stall_after=stall_after,
+            stall_seconds=stall_seconds,
+            stalls_left=1 if stall_after is not None else 0,
             # Derived from the true bytes so a corrupt file looks identical in metadata.
             etag='"' + hashlib.blake2b(data, digest_size=8).hexdigest() + '"',
             last_modified=formatdate(time.time(), usegmt=True),
@@ -523,6 +546,14 @@ class Origin:
     def _count_sent(self, path: str, n: int) -> None:
         with self._lock:
             self._stats_for(path)["bytes_sent"] += n
+
+    def _take(self, f: _File, counter: str) -> bool:
+        """Use up one of a file's scripted faults (thread-safe)."""
+        with self._lock:
+            if getattr(f, counter) <= 0:
+                return False
+            setattr(f, counter, getattr(f, counter) - 1)
+            return True
 
     def _take_drop(self, f: _File) -> bool:
         with self._lock:

@@ -1,0 +1,133 @@
+"""`orchestrator get`: download links into the models folder, through a server or in-process.
+
+Output: progress and the summary table on stdout; notes, warnings and one `error:`
+line per failure on stderr. Exit 0 only when every file is verified in place,
+1 when any failed, 2 for a usage problem, 130 after Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ..config import Settings, settings_from_args
+from ..sources import Credentials
+from .items import BadLine, CliError, Item, Outcome, RunResult, check_item, read_batch
+from .progress import Progress, choose_mode, summary_table
+from .server import ServerClient, ServerError, ServerGone, open_server
+
+TOKEN_FLAGS = (("civitai_token", "--civitai-token", "CIVITAI_TOKEN"), ("hf_token", "--hf-token", "HF_TOKEN"))
+BATCH_STRIDE = 1_000_000  # orders of batch lines sort after command-line links, file by file
+
+
+def run_get(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    credentials = read_credentials(args)
+    items, invalid = collect(args)
+    for outcome in invalid:
+        say(f"error: {outcome.where}: {outcome.error}")
+    progress = Progress(choose_mode(args.progress))
+    try:
+        result = _download(args, settings, items, credentials, progress) if items else RunResult([])
+    finally:
+        progress.close()
+    return report(items, invalid, result)
+
+
+def read_credentials(args: argparse.Namespace) -> Credentials:
+    """Flags win over the environment; a flag earns a warning, since `ps` shows it to everyone."""
+    values = {}
+    for attribute, flag, env in TOKEN_FLAGS:
+        given = (getattr(args, attribute, None) or "").strip()
+        if given:
+            say(f"warning: {flag} is visible to other users of this machine (ps); prefer `export {env}=...`")
+        values[attribute] = given or os.environ.get(env, "").strip() or None
+    return Credentials(civitai=values["civitai_token"], huggingface=values["hf_token"])
+
+
+def collect(args: argparse.Namespace) -> tuple[list[Item], list[Outcome]]:
+    """Checked items from the command line and the batch files, and the lines that are wrong."""
+    if not args.urls and not args.input:
+        raise CliError("nothing to download: give one or more links, or a batch file with -i FILE", 2)
+    if args.name and len(args.urls) != 1:
+        raise CliError("--name names one file: give exactly one link with it (in a batch file, "
+                       "write the name after the type)", 2)
+    items: list[Item] = []
+    invalid: list[Outcome] = []
+    for order, url in enumerate(args.urls):
+        where = url[:80]
+        try:
+            items.append(check_item(order, where, url, args.type, args.name))
+        except BadLine as problem:
+            invalid.append(Outcome.invalid(order, where, str(problem)))
+    for number, path in enumerate(args.input or [], start=1):
+        try:
+            good, bad = read_batch(path, args.type, number * BATCH_STRIDE)
+        except BadLine as problem:
+            invalid.append(Outcome.invalid(number * BATCH_STRIDE, path, str(problem)))
+            continue
+        items += good
+        invalid += bad
+    return items, invalid
+
+
+def _download(args: argparse.Namespace, settings: Settings, items: list[Item], credentials: Credentials,
+              progress: Progress) -> RunResult:
+    client = find_server(args)
+    if client is not None:
+        say(f"Sending to the server at {client.base_url}; files land in its models folder "
+            "(--local downloads in this process instead).")
+        if (credentials.civitai or credentials.huggingface) and client.plain_http_elsewhere:
+            say("warning: tokens go to that server over plain http; use https or an SSH tunnel")
+        from .remote import RemoteRun
+
+        try:
+            return RemoteRun(client, progress).run(items, credentials, args.overwrite)
+        finally:
+            client.close()
+    from .local import run_local
+
+    return run_local(settings, items, credentials, args.overwrite, progress)
+
+
+def find_server(args: argparse.Namespace) -> ServerClient | None:
+    """The running server to submit to, or None to run in-process.
+
+    A server asked for with --server must answer; the default address is only tried.
+    """
+    if args.local:
+        return None
+    try:
+        return open_server(args.server)
+    except ServerGone as gone:
+        if args.server:
+            raise CliError(f"{gone.message}; leave out --server to download in this process", 2) from None
+        return None
+    except ServerError as error:  # someone is there but refuses us (401): do not go around it
+        raise CliError(error.message, 2) from None
+
+
+def report(items: list[Item], invalid: list[Outcome], result: RunResult) -> int:
+    """One error line per failed download, the summary table, and the exit code."""
+    finished = {outcome.order for outcome in result.outcomes}
+    unstarted = [
+        Outcome(item.order, item.where, item.name or item.url[:60], item.model_type, "interrupted",
+                error="Not started.")
+        for item in items
+        if item.order not in finished
+    ]
+    outcomes = invalid + result.outcomes + unstarted
+    for outcome in sorted(result.outcomes, key=lambda o: o.order):
+        if outcome.state == "failed" or outcome.state == "cancelled":
+            say(f"error: {outcome.where}: {outcome.error}")
+    if outcomes:
+        print(summary_table(outcomes), flush=True)
+    if result.interrupted:
+        say("Interrupted: partial downloads are kept; run the same command again to resume them.")
+        return 130
+    return 0 if outcomes and all(outcome.ok for outcome in outcomes) else 1
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)

@@ -1,0 +1,243 @@
+"""Faults the orchestrator must survive without losing data (docs/RELIABILITY.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import ROOT, needs_aria2
+from tests.fakes.origin import Origin
+
+pytestmark = [pytest.mark.integration, needs_aria2]
+
+MiB = 1024 * 1024
+
+
+def aria2c_pids(state: Path) -> list[int]:
+    marker = str(state / "aria2.runtime.conf")
+    pids = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_app_killed_mid_download_resumes_from_disk(server_factory, origin, tmp_path):
+    data = origin.add_file("/kill-app.bin", 16 * MiB, rate=256 * 1024)
+    server = server_factory()
+    job = server.submit(origin.url("/kill-app.bin"), "checkpoint")
+    server.wait_until(job["id"], lambda j: j["downloaded"] > 3 * MiB)
+    server.stop(signal.SIGKILL, kill_daemon=False)  # no shutdown code runs; aria2c is orphaned
+    sent_before = origin.stats("/kill-app.bin")["bytes_sent"]
+
+    again = server_factory(workdir=tmp_path)
+    listed = again.job(job["id"])
+    assert listed["state"] in ("downloading", "queued", "resolving")
+    done = again.wait_for(job["id"], {"completed", "failed"}, timeout=120)
+    assert done["state"] == "completed", done
+    assert (again.models / "checkpoint" / "kill-app.bin").read_bytes() == data
+    # continued from the bytes on disk: the rest, not the whole file again
+    assert origin.stats("/kill-app.bin")["bytes_sent"] - sent_before < len(data) - 2 * MiB
+
+
+def test_aria2c_killed_mid_download_is_restarted_and_resumes(server_factory, origin, connect):
+    data = origin.add_file("/kill-aria2.bin", 16 * MiB, rate=96 * 1024)
+    server = server_factory()
+    client = connect(server)
+    client.next()
+    job = server.submit(origin.url("/kill-aria2.bin"), "lora")
+    server.wait_until(job["id"], lambda j: j["downloaded"] > 9 * MiB)  # > auto-save-interval
+    [pid] = aria2c_pids(server.state)
+    os.kill(pid, signal.SIGKILL)
+
+    # the page hears about it, and about the restart
+    restarted = client.until(lambda m: m.get("type") == "engine" and "restarted" in m["data"]["message"],
+                             timeout=30)
+    assert restarted["data"]["name"] == "aria2"
+    done = server.wait_for(job["id"], {"completed", "failed"}, timeout=120)
+    assert done["state"] == "completed", done
+    assert (server.models / "lora" / "kill-aria2.bin").read_bytes() == data
+    assert aria2c_pids(server.state) and aria2c_pids(server.state) != [pid]
+    assert origin.stats("/kill-aria2.bin")["bytes_sent"] < len(data) * 1.6
+
+
+@pytest.mark.parametrize("engine", ["aria2", "requests"])
+def test_origin_down_for_a_while_then_back(server_factory, origin, engine):
+    data = origin.add_file("/flaky503.bin", 4 * MiB, fail_times=2)
+    server = server_factory("--engine", "auto" if engine == "aria2" else "requests")
+    job = server.submit(origin.url("/flaky503.bin"), "vae")
+    done = server.wait_for(job["id"], {"completed", "failed"}, timeout=90)
+    assert done["state"] == "completed", done
+    assert (server.models / "vae" / "flaky503.bin").read_bytes() == data
+
+
+@pytest.mark.parametrize("engine", ["aria2", "requests"])
+def test_origin_stalls_then_continues(server_factory, origin, engine):
+    data = origin.add_file("/stall.bin", 6 * MiB, stall_after=2 * MiB, stall_seconds=4, rate=4 * MiB)
+    server = server_factory("--engine", "auto" if engine == "aria2" else "requests")
+    job = server.submit(origin.url("/stall.bin"), "vae")
+    done = server.wait_for(job["id"], {"completed", "failed"}, timeout=90)
+    assert done["state"] == "completed", done
+    assert (server.models / "vae" / "stall.bin").read_bytes() == data
+
+
+def quick_giving_up_conf(tmp_path: Path) -> Path:
+    """The shipped aria2.conf with fewer retries, so giving up happens within a test."""
+    conf = tmp_path / "aria2-test.conf"
+    text = (ROOT / "aria2.conf").read_text()
+    text = text.replace("max-tries=10", "max-tries=2").replace("retry-wait=3", "retry-wait=1")
+    conf.write_text(text)
+    return conf
+
+
+def test_origin_gone_fails_keeps_partial_data_then_retry_finishes(server_factory, tmp_path):
+    origin = Origin("127.0.0.1").start()
+    port = origin.port
+    data = origin.add_file("/gone.bin", 16 * MiB, rate=512 * 1024)
+    conf = quick_giving_up_conf(tmp_path)
+    server = server_factory(env={"ORCHESTRATOR_ARIA2_CONF": str(conf)})
+    job = server.submit(origin.url("/gone.bin"), "lora")
+    server.wait_until(job["id"], lambda j: j["downloaded"] > 8 * MiB)
+    origin.stop()
+
+    failed = server.wait_for(job["id"], {"failed"}, timeout=90)
+    assert failed["error"]["code"] in ("network", "origin_error", "download_failed", "network_timeout")
+    assert failed["error"]["message"]
+    assert server.model_files() == []
+    assert server.staging_files(), "the partial data should be kept for a retry"
+
+    back = Origin("127.0.0.1", port).start()
+    try:
+        back.add_file("/gone.bin", data=data)
+        server.api("POST", f"/api/downloads/{job['id']}/retry")
+        done = server.wait_for(job["id"], {"completed", "failed"}, timeout=90)
+        assert done["state"] == "completed", done
+        assert (server.models / "lora" / "gone.bin").read_bytes() == data
+        assert back.stats("/gone.bin")["bytes_sent"] < len(data) - 4 * MiB  # resumed
+    finally:
+        back.stop()
+
+
+def test_cancel_of_a_failed_job_removes_its_partial_data(server_factory, tmp_path):
+    origin = Origin("127.0.0.1").start()
+    origin.add_file("/gone2.bin", 16 * MiB, rate=512 * 1024)
+    server = server_factory(env={"ORCHESTRATOR_ARIA2_CONF": str(quick_giving_up_conf(tmp_path))})
+    job = server.submit(origin.url("/gone2.bin"), "lora")
+    server.wait_until(job["id"], lambda j: j["downloaded"] > MiB)
+    origin.stop()
+    server.wait_for(job["id"], {"failed"}, timeout=90)
+    assert server.staging_files()
+    assert server.api("DELETE", f"/api/downloads/{job['id']}").json()["job"]["state"] == "cancelled"
+    assert server.staging_files() == []
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 40 MiB tmpfs: a disk that really fills up."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(mount)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_disk_full_is_refused_early_and_other_jobs_finish(server_factory, origin, small_disk, tmp_path):
+    fits = origin.add_file("/fits.bin", 8 * MiB)
+    origin.add_file("/huge.bin", 64 * MiB)
+    server = server_factory("--models-dir", str(small_disk))
+    huge = server.submit(origin.url("/huge.bin"), "checkpoint")
+    small = server.submit(origin.url("/fits.bin"), "checkpoint")
+    refused = server.wait_for(huge["id"], {"failed", "completed"})
+    assert refused["error"]["code"] == "disk_full"
+    assert "free" in refused["error"]["message"]
+    assert origin.stats("/huge.bin")["gets"] == 0  # checked before any byte moved
+    assert server.wait_for(small["id"], {"completed", "failed"})["state"] == "completed"
+    assert (small_disk / "checkpoint" / "fits.bin").read_bytes() == fits
+
+
+def test_disk_filling_up_mid_download_fails_cleanly_and_retry_finishes(server_factory, origin, small_disk):
+    """Both jobs fit when they start; then something else fills the disk."""
+    a = origin.add_file("/a.bin", 10 * MiB, rate=1 * MiB)
+    b = origin.add_file("/b.bin", 10 * MiB, rate=1 * MiB)
+    server = server_factory("--models-dir", str(small_disk), "--engine", "requests")
+    jobs = [server.submit(origin.url("/a.bin"), "lora"), server.submit(origin.url("/b.bin"), "lora")]
+    for job in jobs:
+        server.wait_until(job["id"], lambda j: j["downloaded"] > 0)
+    filler = small_disk / "filler"
+    with open(filler, "wb") as handle:  # another program takes all the space that is left
+        try:
+            while True:
+                handle.write(b"\0" * MiB)
+                handle.flush()
+        except OSError:
+            pass
+    results = [server.wait_for(j["id"], {"completed", "failed"}, timeout=90) for j in jobs]
+    assert any(r["state"] == "failed" for r in results)
+    for result, data in zip(results, (a, b), strict=True):
+        target = small_disk / "lora" / result["filename"]
+        if result["state"] == "failed":
+            assert result["error"]["code"] == "disk_full"
+            assert result["error"]["message"] == "The disk is full."
+            assert not target.exists()
+        else:
+            assert target.read_bytes() == data
+    filler.unlink()
+    for result, data in zip(results, (a, b), strict=True):
+        if result["state"] == "failed":
+            server.api("POST", f"/api/downloads/{result['id']}/retry")
+            done = server.wait_for(result["id"], {"completed", "failed"}, timeout=90)
+            assert done["state"] == "completed", done
+            assert (small_disk / "lora" / result["filename"]).read_bytes() == data
+
+
+def test_fifty_jobs_twenty_running_none_lost_none_duplicated(server_factory, origin):
+    files = {f"/many/{n:02d}.bin": origin.add_file(f"/many/{n:02d}.bin", 512 * 1024, rate=384 * 1024)
+             for n in range(50)}
+    server = server_factory("--max-active", "20")
+    submitted: list[dict] = []
+    lock = threading.Lock()
+
+    def submit(path: str) -> None:
+        job = server.submit(origin.url(path), "embedding")
+        with lock:
+            submitted.append(job)
+
+    threads = [threading.Thread(target=submit, args=(path,)) for path in files]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    most_running = 0
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        jobs = server.api("GET", "/api/downloads").json()["jobs"]
+        most_running = max(most_running, sum(1 for j in jobs if j["state"] == "downloading"))
+        if all(j["state"] in ("completed", "failed") for j in jobs):
+            break
+        time.sleep(0.2)
+    assert len({j["id"] for j in submitted}) == 50
+    assert len(jobs) == 50
+    assert all(j["state"] == "completed" for j in jobs), [j["error"] for j in jobs if j["error"]]
+    assert 1 < most_running <= 20
+    for path, data in files.items():
+        name = path.rsplit("/", 1)[1]
+        assert hashlib.sha256((server.models / "embedding" / name).read_bytes()).digest() == \
+            hashlib.sha256(data).digest()
+    assert len(server.model_files()) == 50
+    assert requests.get(server.base + "/api/health", timeout=5).json()["jobs"]["active"] == 0

@@ -1,0 +1,533 @@
+"""Browser tests: headless Chromium drives the real page against the real server.
+
+Nothing is mocked: `python -m orchestrator serve` runs as a subprocess with its own
+aria2c, and files come from the fake HTTP origin in tests/fakes/origin.py.
+
+Set UPDATE_SCREENSHOT=1 to (re)write docs/screenshot.png from test_screenshot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.exists():
+    pytest.skip("Chromium is not installed at /usr/bin/chromium (apt install chromium)",
+                allow_module_level=True)
+if shutil.which("aria2c") is None:
+    pytest.skip("aria2c is not installed (apt install aria2)", allow_module_level=True)
+playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+expect = playwright_api.expect
+
+try:
+    from tests.fakes.origin import Origin
+except ModuleNotFoundError:  # tests/ itself is on sys.path
+    from fakes.origin import Origin
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = "/tmp/venv/bin/python" if Path("/tmp/venv/bin/python").exists() else sys.executable
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+MiB = 1024 * 1024
+KiB = 1024
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class LiveServer:
+    """`orchestrator serve --engine auto` in a subprocess; it starts its own aria2c."""
+
+    def __init__(self, workdir: Path, engine: str = "auto") -> None:
+        self.workdir = workdir
+        self.engine = engine
+        self.models = workdir / "models"
+        self.state = workdir / "state"
+        self.port = _free_port()
+        self.aria2_port = _free_port()
+        self.log_path = workdir / "serve.log"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> LiveServer:
+        command = [PYTHON, "-m", "orchestrator", "serve", "--host", "127.0.0.1",
+                   "--port", str(self.port), "--models-dir", str(self.models),
+                   "--state-dir", str(self.state), "--engine", self.engine,
+                   "--aria2-rpc-url", f"http://127.0.0.1:{self.aria2_port}/jsonrpc",
+                   "--poll-interval", "0.5"]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        for name in ("CIVITAI_TOKEN", "HF_TOKEN", "ARIA2_SECRET"):
+            env.pop(name, None)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log,
+                                            stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited early:\n{self.log()}")
+            try:
+                if requests.get(self.base + "/api/health", timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"the server did not answer /api/health:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._kill_own_aria2()
+
+    def _kill_own_aria2(self) -> None:
+        """The embedded aria2c should die with the app; make sure this one does."""
+        marker = str(self.state)
+        for entry in Path("/proc").glob("[0-9]*"):
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if "aria2c" in cmdline and marker in cmdline:
+                with contextlib.suppress(OSError):
+                    os.kill(int(entry.name), signal.SIGKILL)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def jobs(self) -> list[dict]:
+        answer = requests.get(self.base + "/api/downloads", timeout=10)
+        assert answer.status_code == 200, answer.text
+        return answer.json()["jobs"]
+
+    def job(self, job_id: str) -> dict:
+        return requests.get(f"{self.base}/api/downloads/{job_id}", timeout=10).json()["job"]
+
+    def job_for(self, url: str, timeout: float = 10) -> dict:
+        """The job created for url (waits for the page's request to land)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [job for job in self.jobs() if job["url"] == url]
+            if found:
+                return found[-1]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no job for {url}; jobs: {self.jobs()}\n{self.log()[-2000:]}")
+            time.sleep(0.05)
+
+    def staging_names(self) -> list[str]:
+        staging = self.models / ".staging"
+        return [p.name for p in staging.rglob("*") if p.is_file()] if staging.exists() else []
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def origin():
+    server = Origin(host="127.0.0.1", port=0)
+    server.start()
+    yield server
+    server.stop()
+
+
+def _run_server(workdir: Path):
+    live = LiveServer(workdir)
+    try:
+        live.start()
+    except Exception:
+        live.stop()
+        raise
+    return live
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory):
+    """One server for the tests that only look at their own jobs (saves a start per test)."""
+    live = _run_server(tmp_path_factory.mktemp("shared"))
+    yield live
+    live.stop()
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A fresh server, for tests that need an empty job list or stop the server."""
+    live = _run_server(tmp_path)
+    yield live
+    live.stop()
+
+
+class PageWatch:
+    """What the page did that a test may want to assert on."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.dialogs: list[str] = []
+        self.sent: list[dict] = []
+
+    def sent_of_type(self, kind: str) -> list[dict]:
+        return [m for m in self.sent if m.get("type") == kind]
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    tab = context.new_page()
+    watch = PageWatch()
+
+    def on_dialog(dialog) -> None:
+        watch.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def on_socket(ws) -> None:
+        def record(payload) -> None:
+            with contextlib.suppress(TypeError, ValueError):
+                watch.sent.append(json.loads(payload))
+        ws.on("framesent", record)
+
+    tab.on("pageerror", lambda error: watch.errors.append(str(error)))
+    tab.on("dialog", on_dialog)
+    tab.on("websocket", on_socket)
+    tab.watch = watch
+    yield tab
+    context.close()
+    assert watch.errors == [], f"JavaScript errors on the page: {watch.errors}"
+    assert watch.dialogs == [], f"unexpected dialogs: {watch.dialogs}"
+
+
+def open_page(page, server: LiveServer) -> None:
+    page.goto(server.base + "/")
+    expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
+    expect(page.locator("#connection")).to_contain_text("Connected")
+    expect(page.locator("#type")).to_be_enabled()
+
+
+def submit(page, server: LiveServer, url: str, model_type: str = "lora") -> tuple[dict, object]:
+    """Type a link and press Enter, as a keyboard user would; return (job, card)."""
+    page.select_option("#type", model_type)
+    page.fill("#url", url)
+    page.press("#url", "Enter")
+    expect(page.locator("#url")).to_have_value("")  # cleared once the server took it
+    job = server.job_for(url)
+    card = page.locator(f'#jobs [data-job="{job["id"]}"]')
+    expect(card).to_have_count(1)
+    return job, card
+
+
+def test_download_reaches_100_percent_and_lands_on_disk(page, shared_server, origin):
+    server = shared_server
+    data = origin.add_file("/t1/tiny-lora.safetensors", 8 * MiB, rate=512 * KiB)
+    open_page(page, server)
+    expect(page.locator("#engine")).to_contain_text("aria2")
+    expect(page.locator("#engine-hint")).to_be_hidden()
+    # Record every progress value the bar shows, to see live updates, not just the end.
+    page.evaluate("""() => {
+        window.__seen = [];
+        new MutationObserver((records) => {
+            for (const r of records) {
+                const job = r.target.closest('[data-job]').dataset.job;
+                window.__seen.push([job, Number(r.target.dataset.progress)]);
+            }
+        }).observe(document.getElementById('jobs'),
+                   {subtree: true, attributes: true, attributeFilter: ['data-progress']});
+    }""")
+
+    job, card = submit(page, server, origin.url("/t1/tiny-lora.safetensors"))
+
+    expect(card).to_have_attribute("data-state", "completed", timeout=30_000)
+    bar = card.locator(".progress")
+    expect(bar).to_have_attribute("data-progress", "100")
+    expect(bar).to_have_attribute("aria-valuenow", "100")
+    expect(card.locator(".job-percent")).to_have_text("100%")
+    expect(card.locator(".job-label")).to_have_text("tiny-lora.safetensors")
+    expect(card.locator(".job-path-value")).to_have_text("lora/tiny-lora.safetensors")
+    expect(card.locator(".job-amount")).to_have_text("8.00 MiB")
+    expect(card.locator(".job-state")).to_have_text("Completed")
+    expect(card.locator("[data-action]:visible")).to_have_count(0)
+    seen = [value for job_id, value in page.evaluate("window.__seen") if job_id == job["id"]]
+    assert any(0 < value < 100 for value in seen), f"no intermediate progress shown: {seen}"
+    assert seen == sorted(seen), f"progress went backwards: {seen}"
+
+    saved = server.models / "lora" / "tiny-lora.safetensors"
+    assert saved.read_bytes() == data
+    assert server.job(job["id"])["state"] == "completed"
+    # The installed-models list refreshes when a job succeeds.
+    expect(page.locator("#models-section")).to_be_visible()
+    expect(page.locator("#models .model-name", has_text="tiny-lora.safetensors")).to_have_count(1)
+
+
+def test_invalid_links_are_refused_in_the_page(page, server, origin):
+    origin.add_file("/t2/never.safetensors", 4096)
+    open_page(page, server)
+    error = page.locator("#url-error")
+    url = page.locator("#url")
+    expect(error).to_have_attribute("role", "alert")
+
+    cases = [("", "Paste a link"), ("not a link", "not a link"), ("ftp://x", "not ftp: links")]
+    for index, (value, message) in enumerate(cases):
+        url.fill(value)
+        if index % 2:
+            page.click("#download")
+        else:
+            url.press("Enter")
+        expect(error).to_be_visible()
+        expect(error).to_contain_text(message)
+        expect(url).to_have_attribute("aria-invalid", "true")
+        expect(url).to_be_focused()
+    url.fill("https://example.com/model.safetensors")  # typing clears the message
+    expect(error).to_be_hidden()
+    assert page.watch.sent_of_type("download") == []
+
+    # A link the page accepts but the server refuses: its answer shows beside the field.
+    page.locator(".advanced summary").click()
+    page.fill("#name", "..")
+    url.fill(origin.url("/t2/never.safetensors"))
+    url.press("Enter")
+    expect(error).to_contain_text("not a usable file name")
+    expect(url).to_have_value(origin.url("/t2/never.safetensors"))  # kept, to fix and resend
+    assert len(page.watch.sent_of_type("download")) == 1
+
+    assert server.jobs() == []
+    expect(page.locator("#jobs .job")).to_have_count(0)
+    expect(page.locator("#jobs-empty")).to_be_visible()
+
+
+def test_tokens_persist_masked_and_stay_off_the_page(page, shared_server, origin):
+    server = shared_server
+    data = origin.add_file("/t3/plain.safetensors", 256 * KiB)
+    civitai, hf = "civitai-SECRET-7f3a9e", "hf_SECRETtoken9b1c44"
+    open_page(page, server)
+    page.fill("#civitai-token", civitai)
+    page.fill("#hf-token", hf)
+    page.click("#save-tokens")
+    expect(page.locator("#tokens-status")).to_contain_text("saved")
+
+    page.reload()
+    expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
+    for selector, value in (("#civitai-token", civitai), ("#hf-token", hf)):
+        field = page.locator(selector)
+        expect(field).to_have_value(value)
+        expect(field).to_have_attribute("type", "password")
+    stored = page.evaluate("""() => [localStorage.getItem('sd-civitai-token'),
+                                      localStorage.getItem('sd-huggingface-token')]""")
+    assert stored == [civitai, hf]
+
+    reveal = page.locator('[data-reveal="hf"]')
+    reveal.click()
+    expect(page.locator("#hf-token")).to_have_attribute("type", "text")
+    expect(reveal).to_have_attribute("aria-pressed", "true")
+    reveal.click()
+    expect(page.locator("#hf-token")).to_have_attribute("type", "password")
+
+    _, card = submit(page, server, origin.url("/t3/plain.safetensors"))
+    expect(card).to_have_attribute("data-state", "completed", timeout=20_000)
+    assert (server.models / "lora" / "plain.safetensors").read_bytes() == data
+
+    sent = page.watch.sent_of_type("download")
+    assert len(sent) == 1
+    assert sent[0]["data"]["civitai_token"] == civitai
+    assert sent[0]["data"]["hf_token"] == hf
+    # Nowhere on the page but in the two (masked) inputs.
+    html_outside_inputs = page.evaluate("""() => {
+        const copy = document.body.cloneNode(true);
+        copy.querySelectorAll('#civitai-token, #hf-token').forEach((n) => n.remove());
+        return copy.outerHTML + document.body.innerText;
+    }""")
+    for secret in (civitai, hf):
+        assert secret not in html_outside_inputs
+        assert secret not in json.dumps(server.jobs())
+        # A plain link is not CivitAI or Hugging Face: the origin never sees the keys.
+        for request in origin.requests_for("/t3/plain.safetensors"):
+            assert secret not in json.dumps(request.headers)
+
+    page.click('[data-clear="hf"]')
+    expect(page.locator("#hf-token")).to_have_value("")
+    assert page.evaluate("localStorage.getItem('sd-huggingface-token')") is None
+    assert page.evaluate("localStorage.getItem('sd-civitai-token')") == civitai
+
+
+def test_pause_resume_and_cancel_a_throttled_download(page, shared_server, origin):
+    server = shared_server
+    # aria2 opens one connection per MiB (split=16, min-split-size=1M), so at 192 KiB/s
+    # per connection any file takes about 5 s.
+    data = origin.add_file("/t4/slow-a.safetensors", 8 * MiB, rate=192 * KiB)
+    origin.add_file("/t4/slow-b.safetensors", 8 * MiB, rate=64 * KiB)
+    open_page(page, server)
+    job_a, card_a = submit(page, server, origin.url("/t4/slow-a.safetensors"))
+    job_b, card_b = submit(page, server, origin.url("/t4/slow-b.safetensors"))
+
+    expect(card_a).to_have_attribute("data-state", "downloading", timeout=15_000)
+    expect(card_a.locator('[data-action="resume"]')).to_be_hidden()
+    card_a.locator('[data-action="pause"]').click()
+    expect(card_a).to_have_attribute("data-state", "paused")
+    expect(card_a.locator(".job-state")).to_have_text("Paused")
+    expect(card_a.locator('[data-action="pause"]')).to_be_hidden()
+    expect(card_a.locator('[data-action="resume"]')).to_be_visible()
+    expect(card_a.locator('[data-action="cancel"]')).to_be_visible()
+    assert server.job(job_a["id"])["state"] == "paused"
+    paused_at = int(card_a.locator(".progress").get_attribute("data-progress"))
+    assert paused_at < 100
+
+    expect(card_b).to_have_attribute("data-state", "downloading", timeout=15_000)
+    card_b.locator('[data-action="cancel"]').click()
+    expect(card_b).to_have_attribute("data-state", "cancelled")
+    expect(card_b.locator('[data-action="retry"]')).to_be_visible()
+    expect(card_b.locator('[data-action="cancel"]')).to_be_hidden()
+    assert server.job(job_b["id"])["state"] == "cancelled"
+    assert not (server.models / "lora" / "slow-b.safetensors").exists()
+    deadline = time.monotonic() + 10
+    while any("slow-b" in name for name in server.staging_names()):
+        assert time.monotonic() < deadline, f"partial data kept: {server.staging_names()}"
+        time.sleep(0.1)
+
+    # Still paused: no bytes moved while the other job was being cancelled.
+    assert server.job(job_a["id"])["state"] == "paused"
+    expect(card_a.locator(".progress")).to_have_attribute("data-progress", str(paused_at))
+    card_a.locator('[data-action="resume"]').click()
+    expect(card_a).not_to_have_attribute("data-state", "paused")
+    expect(card_a).to_have_attribute("data-state", "completed", timeout=30_000)
+    expect(card_a.locator(".progress")).to_have_attribute("data-progress", "100")
+    assert (server.models / "lora" / "slow-a.safetensors").read_bytes() == data
+
+    # "Clear finished" hides completed and cancelled cards, here only.
+    page.click("#clear-finished")
+    expect(card_a).to_be_hidden()
+    expect(card_b).to_be_hidden()
+    assert {job_a["id"], job_b["id"]} <= {job["id"] for job in server.jobs()}
+
+
+def test_html_in_a_filename_is_shown_as_text(page, shared_server, origin):
+    server = shared_server
+    origin.add_file("/t5/download", 64 * KiB,
+                    content_disposition='attachment; filename="<img src=x onerror=alert(1)>.safetensors"')
+    open_page(page, server)
+    job, card = submit(page, server, origin.url("/t5/download"))
+    expect(card).to_have_attribute("data-state", "completed", timeout=20_000)
+    label = server.job(job["id"])["label"]
+    assert "onerror=alert(1)" in label
+    expect(card.locator(".job-label")).to_have_text(label)
+    expect(card.locator(".job-path-value")).to_have_text(server.job(job["id"])["path"])
+    assert page.locator("#jobs img").count() == 0
+    assert page.locator("#models img").count() == 0
+    saved_name = Path(server.job(job["id"])["path"]).name
+    expect(page.locator("#models .model-name").filter(has_text=saved_name)).to_have_count(1)
+    assert page.watch.dialogs == []
+
+
+def test_failed_download_says_why_and_can_be_retried(page, shared_server, origin):
+    server = shared_server
+    open_page(page, server)
+    job, card = submit(page, server, origin.url("/t9/not-there.safetensors"))
+    expect(card).to_have_attribute("data-state", "failed", timeout=20_000)
+    reason = server.job(job["id"])["error"]["message"]
+    expect(card.locator(".job-message")).to_have_text(reason)
+    expect(card.locator(".job-state")).to_have_text("Failed")
+    expect(card.locator("[data-action]:visible")).to_have_count(1)
+    retry = card.locator('[data-action="retry"]')
+    expect(retry).to_be_visible()
+    origin.add_file("/t9/not-there.safetensors", 64 * KiB)  # the file appears upstream
+    retry.click()
+    expect(card).to_have_attribute("data-state", "completed", timeout=20_000)
+    expect(card.locator(".job-message")).to_be_hidden()
+    assert (server.models / "lora" / "not-there.safetensors").stat().st_size == 64 * KiB
+
+
+def test_fallback_engine_is_named_with_a_hint(page, tmp_path):
+    live = LiveServer(tmp_path, engine="requests")
+    try:
+        live.start()
+        open_page(page, live)
+        expect(page.locator("#engine")).to_contain_text("requests")
+        hint = page.locator("#engine-hint")
+        expect(hint).to_be_visible()
+        health = requests.get(live.base + "/api/health", timeout=5).json()["engine"]
+        assert health["fallback"] is True
+        expect(hint).to_have_text(health.get("hint")
+                                  or "aria2c not found: using the slower single-connection fallback")
+    finally:
+        live.stop()
+
+
+def test_reconnects_after_a_server_restart_without_duplicates(page, server, origin):
+    origin.add_file("/t6/again.safetensors", 128 * KiB)
+    open_page(page, server)
+    job, card = submit(page, server, origin.url("/t6/again.safetensors"))
+    expect(card).to_have_attribute("data-state", "completed", timeout=20_000)
+
+    server.stop()
+    expect(page.locator("#connection")).not_to_have_attribute("data-state", "connected")
+    expect(page.locator("#connection")).to_contain_text("onnect")  # "Reconnecting in 1 s…"
+    server.start()
+    expect(page.locator("#connection")).to_have_attribute("data-state", "connected", timeout=20_000)
+    expect(page.locator("#jobs .job")).to_have_count(len(server.jobs()))
+    expect(page.locator(f'#jobs [data-job="{job["id"]}"]')).to_have_count(1)
+    expect(page.locator(f'#jobs [data-job="{job["id"]}"]')).to_have_attribute("data-state", "completed")
+
+
+def test_phone_width_and_keyboard_only(page, shared_server, origin):
+    server = shared_server
+    origin.add_file("/t7/phone.safetensors", 64 * KiB)
+    page.set_viewport_size({"width": 360, "height": 740})
+    open_page(page, server)
+    page.focus("#type")
+    page.keyboard.press("Tab")
+    expect(page.locator("#url")).to_be_focused()
+    page.keyboard.type(origin.url("/t7/phone.safetensors"))
+    page.keyboard.press("Enter")
+    job = server.job_for(origin.url("/t7/phone.safetensors"))
+    card = page.locator(f'#jobs [data-job="{job["id"]}"]')
+    expect(card).to_have_attribute("data-state", "completed", timeout=20_000)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    box = card.bounding_box()
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 360
+    for selector in ("#type", "#url", "#download", "#civitai-token", "#hf-token", "#save-tokens"):
+        assert page.locator(selector).bounding_box()["width"] > 0
+
+
+def test_screenshot(page, server, origin, tmp_path):
+    origin.add_file("/t8/realistic-vision-v6.safetensors", 8 * MiB)
+    origin.add_file("/t8/detail-tweaker-xl.safetensors", 24 * MiB, rate=64 * KiB)
+    page.emulate_media(color_scheme="light", reduced_motion="reduce")
+    open_page(page, server)
+    _, done = submit(page, server, origin.url("/t8/realistic-vision-v6.safetensors"), "checkpoint")
+    expect(done).to_have_attribute("data-state", "completed", timeout=20_000)
+    _, moving = submit(page, server, origin.url("/t8/detail-tweaker-xl.safetensors"), "lora")
+    expect(moving).to_have_attribute("data-state", "downloading", timeout=15_000)
+    expect(moving.locator(".job-eta")).to_be_visible()
+    page.wait_for_function(
+        """(id) => Number(document.querySelector(`[data-job="${id}"] .progress`).dataset.progress) >= 8""",
+        arg=moving.get_attribute("data-job"), timeout=20_000)
+    for card in (done, moving):  # both cards fit the 1280x800 view
+        box = card.bounding_box()
+        assert box is not None and box["y"] + box["height"] <= 800
+    update = os.environ.get("UPDATE_SCREENSHOT")
+    target = ROOT / "docs" / "screenshot.png" if update else tmp_path / "shot.png"
+    page.screenshot(path=str(target))
+    assert target.stat().st_size > 10_000

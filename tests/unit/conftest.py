@@ -1,0 +1,28 @@
+"""Shared fixtures for the unit tests: fake origins on loopback addresses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.fakes.origin import Origin
+
+
+@pytest.fixture
+def origin() -> Iterator[Origin]:
+    server = Origin("127.0.0.1").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def origin2() -> Iterator[Origin]:
+    """A second host, so a redirect really crosses to another origin."""
+    server = Origin("127.0.0.2").start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,289 @@
+"""The requests-based fallback engine, over real sockets against the fake origin."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator.engines.base import ACTIVE, COMPLETE, ERROR, MISSING, PAUSED, REMOVED, WAITING, Transfer
+from orchestrator.engines.fallback import RequestsEngine
+from tests.fakes.origin import Origin
+
+DONE = {COMPLETE, ERROR, REMOVED}
+
+
+@pytest.fixture
+def backoffs(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Skip the waits between retries (the engine asks for 2 s, 4 s, ...); record them."""
+    asked: list[float] = []
+
+    def no_wait(self, run, seconds: float) -> None:
+        asked.append(seconds)
+
+    monkeypatch.setattr(RequestsEngine, "_sleep", no_wait)
+    return asked
+
+
+@pytest.fixture
+def engine() -> Iterator[RequestsEngine]:
+    made = RequestsEngine(max_active=2, chunk_size=16 * 1024, retries=3, timeout=(5, 10))
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def transfer(origin: Origin, path: str, directory: Path, size: int | None = None,
+             filename: str = "model.safetensors") -> Transfer:
+    return Transfer(urls=[origin.url(path)], directory=directory, filename=filename, size=size)
+
+
+def wait_for(engine: RequestsEngine, handle: str, check, timeout: float = 15):
+    deadline = time.monotonic() + timeout
+    while True:
+        status = engine.poll([handle])[handle]
+        if check(status):
+            return status
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting; last status {status}")
+        time.sleep(0.02)
+
+
+def wait_state(engine: RequestsEngine, handle: str, states: set[str], timeout: float = 15):
+    return wait_for(engine, handle, lambda s: s.state in states, timeout)
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def gets(origin: Origin, path: str) -> list[str | None]:
+    return [r.range for r in origin.requests_for(path) if r.method == "GET"]
+
+
+def resumed_from(range_header: str | None) -> int:
+    assert range_header is not None and range_header.startswith("bytes=")
+    assert range_header.endswith("-")
+    return int(range_header.removeprefix("bytes=").removesuffix("-"))
+
+
+def test_full_download(engine: RequestsEngine, origin: Origin, tmp_path: Path) -> None:
+    data = origin.add_file("/m.safetensors", 700_001)
+    handle = engine.start(transfer(origin, "/m.safetensors", tmp_path / "stage"))
+    status = wait_state(engine, handle, DONE)
+    assert status.state == COMPLETE
+    assert status.completed == status.total == len(data)
+    assert status.sha256 == sha(data)
+    assert (tmp_path / "stage" / "model.safetensors").read_bytes() == data
+    assert gets(origin, "/m.safetensors") == [None]
+    assert sorted(p.name for p in (tmp_path / "stage").iterdir()) == ["model.safetensors"]
+
+
+def test_empty_file(engine: RequestsEngine, origin: Origin, tmp_path: Path) -> None:
+    origin.add_file("/empty.bin", data=b"")
+    handle = engine.start(transfer(origin, "/empty.bin", tmp_path, filename="empty.bin"))
+    status = wait_state(engine, handle, DONE)
+    assert status.state == COMPLETE
+    assert status.sha256 == sha(b"")
+    assert (tmp_path / "empty.bin").read_bytes() == b""
+
+
+def test_dropped_connection_resumes_with_a_range(engine: RequestsEngine, origin: Origin,
+                                                 tmp_path: Path, backoffs: list[float]) -> None:
+    data = origin.add_file("/drop.bin", 600_000, drop_after=250_000)
+    handle = engine.start(transfer(origin, "/drop.bin", tmp_path, size=len(data)))
+    status = wait_state(engine, handle, DONE)
+    assert status.state == COMPLETE, status
+    ranges = gets(origin, "/drop.bin")
+    assert ranges[0] is None
+    assert len(ranges) == 2
+    assert 0 < resumed_from(ranges[1]) <= 250_000
+    assert (tmp_path / "model.safetensors").read_bytes() == data
+    assert status.sha256 == sha(data)
+    assert len(backoffs) == 1
+
+
+def test_server_ignoring_range_after_a_drop_still_gives_right_bytes(
+        engine: RequestsEngine, origin: Origin, tmp_path: Path, backoffs: list[float]) -> None:
+    data = origin.add_file("/norange.bin", 500_000, drop_after=200_000, accept_ranges=False)
+    handle = engine.start(transfer(origin, "/norange.bin", tmp_path))
+    status = wait_state(engine, handle, DONE)
+    assert status.state == COMPLETE, status
+    ranges = gets(origin, "/norange.bin")
+    assert len(ranges) == 2
+    assert resumed_from(ranges[1]) > 0  # it asked to continue; the server sent it all again
+    assert (tmp_path / "model.safetensors").read_bytes() == data
+    assert status.sha256 == sha(data)
+    assert status.completed == len(data)
+
+
+def test_pause_then_resume_continues_from_the_partial_file(
+        engine: RequestsEngine, origin: Origin, tmp_path: Path) -> None:
+    data = origin.add_file("/slow.bin", 400_000, rate=200_000)
+    handle = engine.start(transfer(origin, "/slow.bin", tmp_path, size=len(data)))
+    wait_for(engine, handle, lambda s: s.state == ACTIVE and s.completed > 0)
+    engine.pause(handle)
+    paused = engine.poll([handle])[handle]
+    assert paused.state == PAUSED
+    partial = (tmp_path / "model.safetensors").stat().st_size
+    assert 0 < partial < len(data)
+    assert paused.speed == 0.0
+
+    origin.add_file("/slow.bin", data=data)  # same file, now without the throttle
+    engine.resume(handle)
+    status = wait_state(engine, handle, DONE)
+    assert status.state == COMPLETE
+    ranges = gets(origin, "/slow.bin")
+    assert len(ranges) == 2
+    assert resumed_from(ranges[1]) == partial
+    assert (tmp_path / "model.safetensors").read_bytes() == data
+    assert status.sha256 == sha(data)
+
+
+def test_remove_stops_the_transfer(engine: RequestsEngine, origin: Origin, tmp_path: Path) -> None:
+    data = origin.add_file("/slow.bin", 2_000_000, rate=200_000)
+    handle = engine.start(transfer(origin, "/slow.bin", tmp_path, size=len(data)))
+    wait_for(engine, handle, lambda s: s.completed > 0)
+    engine.remove(handle)
+    assert engine.poll([handle])[handle].state == REMOVED
+    size_then = (tmp_path / "model.safetensors").stat().st_size
+    time.sleep(0.3)  # bytes would keep arriving here if the worker still ran
+    assert (tmp_path / "model.safetensors").stat().st_size == size_then
+    assert size_then < len(data)
+    assert engine.poll([handle])[handle].state == REMOVED
+    engine.forget(handle)
+    assert engine.poll([handle])[handle].state == MISSING
+
+
+def test_unknown_handle_is_missing(engine: RequestsEngine) -> None:
+    status = engine.poll(["r-never-started"])["r-never-started"]
+    assert status.state == MISSING
+    engine.remove("r-never-started")  # nothing to do, no error
+
+
+@pytest.mark.parametrize(("status", "code"), [(404, "origin_not_found"), (403, "origin_forbidden")])
+def test_error_status(engine: RequestsEngine, origin: Origin, tmp_path: Path, status: int,
+                      code: str) -> None:
+    origin.add_file("/gone.bin", 1000, status=status)
+    handle = engine.start(transfer(origin, "/gone.bin", tmp_path))
+    result = wait_state(engine, handle, DONE)
+    assert result.state == ERROR
+    assert result.error_code == code
+    assert result.error_message
+    assert len(gets(origin, "/gone.bin")) == 1  # not retried
+
+
+def test_web_page_is_not_a_file(engine: RequestsEngine, origin: Origin, tmp_path: Path) -> None:
+    origin.add_html("/model.safetensors")
+    handle = engine.start(transfer(origin, "/model.safetensors", tmp_path))
+    result = wait_state(engine, handle, DONE)
+    assert result.state == ERROR
+    assert result.error_code == "not_a_file"
+
+
+def test_transient_errors_give_up_after_the_retries(engine: RequestsEngine, origin: Origin,
+                                                    tmp_path: Path, backoffs: list[float]) -> None:
+    origin.add_file("/busy.bin", 1000, status=503)
+    handle = engine.start(transfer(origin, "/busy.bin", tmp_path))
+    result = wait_state(engine, handle, DONE)
+    assert result.state == ERROR
+    assert result.error_code == "network"
+    assert len(gets(origin, "/busy.bin")) == engine.retries + 1
+    assert backoffs == sorted(backoffs)  # waits grow
+
+
+def test_pre_existing_partial_file_is_continued(engine: RequestsEngine, origin: Origin,
+                                                tmp_path: Path) -> None:
+    data = origin.add_file("/big.bin", 500_000)
+    (tmp_path / "model.safetensors").write_bytes(data[:180_000])
+    handle = engine.start(transfer(origin, "/big.bin", tmp_path, size=len(data)))
+    status = wait_state(engine, handle, DONE)
+    assert status.state == COMPLETE
+    assert gets(origin, "/big.bin") == ["bytes=180000-"]
+    assert origin.stats("/big.bin")["bytes_sent"] == len(data) - 180_000
+    assert (tmp_path / "model.safetensors").read_bytes() == data
+    assert status.sha256 == sha(data)
+
+
+def test_pre_existing_partial_file_with_unknown_size(engine: RequestsEngine, origin: Origin,
+                                                     tmp_path: Path) -> None:
+    data = origin.add_file("/big.bin", 300_000)
+    (tmp_path / "model.safetensors").write_bytes(data[:1000])
+    handle = engine.start(transfer(origin, "/big.bin", tmp_path))
+    status = wait_state(engine, handle, DONE)
+    assert status.state == COMPLETE
+    assert status.total == len(data)
+    assert gets(origin, "/big.bin") == ["bytes=1000-"]
+    assert status.sha256 == sha(data)
+
+
+def test_complete_file_on_disk_is_only_hashed(engine: RequestsEngine, origin: Origin,
+                                              tmp_path: Path) -> None:
+    data = origin.add_file("/done.bin", 100_000)
+    (tmp_path / "model.safetensors").write_bytes(data)
+    handle = engine.start(transfer(origin, "/done.bin", tmp_path, size=len(data)))
+    status = wait_state(engine, handle, DONE)
+    assert status.state == COMPLETE
+    assert status.sha256 == sha(data)
+    assert gets(origin, "/done.bin") == []
+
+
+def test_complete_file_with_unknown_size_gets_416_and_finishes(
+        engine: RequestsEngine, origin: Origin, tmp_path: Path) -> None:
+    data = origin.add_file("/done.bin", 100_000)
+    (tmp_path / "model.safetensors").write_bytes(data)
+    handle = engine.start(transfer(origin, "/done.bin", tmp_path))
+    status = wait_state(engine, handle, DONE)
+    assert status.state == COMPLETE
+    assert status.sha256 == sha(data)
+    assert (tmp_path / "model.safetensors").read_bytes() == data
+    assert origin.stats("/done.bin")["bytes_sent"] == 0
+
+
+def test_longer_file_on_disk_than_expected_is_fetched_again(
+        engine: RequestsEngine, origin: Origin, tmp_path: Path) -> None:
+    data = origin.add_file("/m.bin", 50_000)
+    (tmp_path / "model.safetensors").write_bytes(b"x" * 80_000)
+    handle = engine.start(transfer(origin, "/m.bin", tmp_path, size=len(data)))
+    status = wait_state(engine, handle, DONE)
+    assert status.state == COMPLETE
+    assert (tmp_path / "model.safetensors").read_bytes() == data
+    assert status.sha256 == sha(data)
+
+
+def test_extra_headers_are_sent(engine: RequestsEngine, origin: Origin, tmp_path: Path) -> None:
+    origin.add_file("/c.bin", 10)
+    job = Transfer(urls=[origin.url("/c.bin")], directory=tmp_path, filename="c.bin",
+                   headers=["Cookie: download_warning=abc"])
+    wait_state(engine, engine.start(job), DONE)
+    [request] = origin.requests_for("/c.bin")
+    assert request.header("Cookie") == "download_warning=abc"
+
+
+def test_slots_limit_concurrent_transfers(origin: Origin, tmp_path: Path) -> None:
+    engine = RequestsEngine(max_active=1, chunk_size=16 * 1024)
+    try:
+        origin.add_file("/slow.bin", 2_000_000, rate=200_000)
+        second_data = origin.add_file("/quick.bin", 10_000)
+        first = engine.start(transfer(origin, "/slow.bin", tmp_path / "a"))
+        wait_for(engine, first, lambda s: s.state == ACTIVE and s.completed > 0)
+        second = engine.start(transfer(origin, "/quick.bin", tmp_path / "b"))
+        time.sleep(0.3)  # room for the second to start, if the limit did not hold it
+        assert engine.poll([second])[second].state == WAITING
+        assert gets(origin, "/quick.bin") == []
+        engine.remove(first)
+        status = wait_state(engine, second, DONE)
+        assert status.state == COMPLETE
+        assert status.sha256 == sha(second_data)
+    finally:
+        engine.close()
+
+
+def test_describe(engine: RequestsEngine) -> None:
+    info = engine.describe()
+    assert info["name"] == "requests"
+    assert info["connected"] is True

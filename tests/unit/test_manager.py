@@ -1,0 +1,908 @@
+"""The manager's pipeline with an in-memory engine and resolver: no network, real files."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.config import Settings
+from orchestrator.engines.base import (
+    ACTIVE,
+    COMPLETE,
+    ERROR,
+    PAUSED,
+    REMOVED,
+    WAITING,
+)
+from orchestrator.errors import OrchestratorError
+from orchestrator.events import Hub
+from orchestrator.jobs import Job, JobStore, State
+from orchestrator.manager import Manager
+from orchestrator.sources import Credentials, Resolved
+
+from .fake_engine import FakeEngine
+
+URL = "https://files.example/models/model.safetensors"
+DATA = bytes(range(256)) * 400  # 102400 bytes
+SHA = hashlib.sha256(DATA).hexdigest()
+PAGE = b"<!DOCTYPE html><html><body>Log in</body></html>"
+
+
+# -- fakes ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class FakeResolver:
+    """url -> Resolved (or an exception to raise); records the credentials it was given."""
+
+    answers: dict[str, Resolved | Exception] = field(default_factory=dict)
+    seen: list[tuple[str, Credentials]] = field(default_factory=list)
+
+    def __call__(self, url: str, credentials: Credentials) -> Resolved:
+        self.seen.append((url, credentials))
+        answer = self.answers.get(url)
+        if answer is None:
+            answer = Resolved(urls=[url], source="direct", filename="model.safetensors",
+                              size=len(DATA), metadata={"host": "files.example"})
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+@dataclass
+class World:
+    tmp: Path
+    settings: Settings
+    store: JobStore
+    engine: FakeEngine
+    hub: Hub
+    resolver: FakeResolver
+    manager: Manager
+    sub: Any
+    events: list[dict] = field(default_factory=list)
+
+    @property
+    def models(self) -> Path:
+        return self.settings.models_dir
+
+    def staging(self, job: Job) -> Path:
+        return self.models / ".staging" / job.id
+
+    def model_files(self) -> list[str]:
+        """Every file under the models folder, outside staging, relative."""
+        if not self.models.exists():
+            return []
+        return sorted(str(p.relative_to(self.models)) for p in self.models.rglob("*")
+                      if p.is_file() and ".staging" not in p.relative_to(self.models).parts)
+
+    def staging_files(self) -> list[str]:
+        root = self.models / ".staging"
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) \
+            if root.exists() else []
+
+    def collect(self) -> list[dict]:
+        while not self.sub.queue.empty():
+            self.events.append(json.loads(self.sub.queue.get_nowait()))
+        return self.events
+
+    def statuses(self, job: Job) -> list[str]:
+        return [e["data"]["status"] for e in self.collect()
+                if e.get("type") == "download" and e.get("job") == job.id]
+
+    def last(self, job: Job, status: str) -> dict:
+        matching = [e for e in self.collect() if e.get("job") == job.id
+                    and e["data"]["status"] == status]
+        assert matching, f"no {status} event for {job.id}: {self.events}"
+        return matching[-1]
+
+    async def until(self, check: Callable[[], bool], what: str = "condition",
+                    timeout: float = 5.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not check():
+            if loop.time() > deadline:
+                raise AssertionError(f"timed out waiting for {what}; events: {self.collect()}")
+            await asyncio.sleep(0.005)
+
+    async def state(self, job: Job, *states: State) -> None:
+        await self.until(lambda: job.state in states and job.id not in self.manager._tasks,
+                         f"job {job.id} to be {states} (is {job.state})")
+
+    async def submit(self, request: dict | None = None, request_id: Any = 7) -> Job:
+        job, created = await self.manager.submit({"url": URL, "type": "lora", **(request or {})},
+                                                 request_id=request_id)
+        assert created
+        return job
+
+    async def handed_over(self, job: Job) -> None:
+        """Wait until the engine has the transfer (the job waits for a poll to say more)."""
+        await self.until(lambda: (job.handle is not None and job.id not in self.manager._tasks)
+                         or job.state in (State.FAILED, State.COMPLETED),
+                         f"job {job.id} to reach the engine (is {job.state})")
+
+    async def running(self, job: Job) -> None:
+        """Hand-over, then one poll: the fake engine reports it active."""
+        await self.handed_over(job)
+        await self.manager.poll_once()
+        assert job.state == State.DOWNLOADING, job
+
+    async def downloading(self, request: dict | None = None) -> tuple[Job, str]:
+        job = await self.submit(request)
+        await self.running(job)
+        assert job.handle
+        return job, job.handle
+
+    async def close(self) -> None:
+        await self.manager.stop()
+        self.store.close()
+
+
+def make_world(tmp: Path, engine: FakeEngine | None = None, resolver: FakeResolver | None = None,
+               layout: str = "default") -> World:
+    settings = Settings(models_dir=tmp / "models", state_dir=tmp / "state", layout=layout,
+                        poll_interval=0.05, engine="requests")
+    settings.models_dir.mkdir(parents=True, exist_ok=True)
+    store = JobStore(settings.database_path)
+    engine = engine or FakeEngine()
+    resolver = resolver or FakeResolver()
+    hub = Hub()
+    sub = hub.subscribe()
+    manager = Manager(settings, store, engine, hub, resolver=resolver)
+    return World(tmp, settings, store, engine, hub, resolver, manager, sub)
+
+
+def scenario(tmp_path: Path, body: Callable[[World], Any], **kwargs: Any) -> None:
+    """Run body(world) on a fresh event loop and always shut the manager down."""
+
+    async def main() -> None:
+        world = make_world(tmp_path, **kwargs)
+        try:
+            await body(world)
+        finally:
+            await world.close()
+
+    asyncio.run(main())
+
+
+def error_code(call) -> Callable[[], Any]:
+    async def check() -> str:
+        with pytest.raises(OrchestratorError) as caught:
+            await call()
+        return caught.value.code
+
+    return check
+
+
+# -- submit ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("request_body", "code"),
+    [
+        ({"url": "", "type": "lora"}, "empty_url"),
+        ({"type": "lora"}, "empty_url"),
+        ({"url": "ftp://h.example/m.bin", "type": "lora"}, "unsupported_scheme"),
+        ({"url": "file:///etc/passwd", "type": "lora"}, "unsupported_scheme"),
+        ({"url": "http://h.example/a b", "type": "lora"}, "invalid_url"),
+        ({"url": URL, "type": "../x"}, "unknown_type"),
+        ({"url": URL, "type": None}, "unknown_type"),
+        ({"url": URL}, "unknown_type"),
+        ({"url": URL, "type": "lora", "name": "../.."}, "invalid_filename"),
+        ({"url": URL, "type": "lora", "name": "..."}, "invalid_filename"),
+        ("not an object", "invalid_message"),
+        (["list"], "invalid_message"),
+        (None, "invalid_message"),
+    ],
+)
+def test_submit_refuses_bad_input_and_stores_nothing(tmp_path: Path, request_body: Any,
+                                                     code: str) -> None:
+    async def body(world: World) -> None:
+        with pytest.raises(OrchestratorError) as caught:
+            await world.manager.submit(request_body, request_id=1)
+        assert caught.value.code == code
+        assert world.manager.jobs == {}
+        assert world.store.load_all() == []
+        assert world.collect() == []
+        assert world.engine.calls == []
+        assert world.resolver.seen == []
+        assert world.model_files() == []
+        assert world.staging_files() == []
+
+    scenario(tmp_path, body)
+
+
+def test_duplicate_active_submission_returns_the_same_job(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        first = await world.submit()
+        again, created = await world.manager.submit({"url": f"  {URL} ", "type": "lora"},
+                                                    request_id="other")
+        assert created is False
+        assert again is first
+        other_type, created = await world.manager.submit({"url": URL, "type": "vae"})
+        assert created is True
+        assert other_type.id != first.id
+        await world.running(first)
+        await world.running(other_type)
+        assert len(world.manager.jobs) == 2
+        assert len(world.engine.called("start")) == 2
+
+    scenario(tmp_path, body)
+
+
+def test_a_finished_job_does_not_block_a_new_submission(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        world.resolver.answers[URL] = OrchestratorError("origin_error", "boom", 502)
+        first = await world.submit()
+        await world.state(first, State.FAILED)
+        second, created = await world.manager.submit({"url": URL, "type": "lora"})
+        assert created
+        assert second.id != first.id
+        await world.state(second, State.FAILED)
+
+    scenario(tmp_path, body)
+
+
+# -- the happy path ---------------------------------------------------------------------------------
+
+
+def test_completed_transfer_is_verified_and_filed(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        job, handle = await world.downloading()
+        transfer = world.engine.transfers[handle]
+        assert transfer.directory == world.staging(job)
+        assert transfer.filename == "model.safetensors"
+        assert transfer.size == len(DATA)
+        assert transfer.urls == [URL]
+
+        world.engine.finish(handle, DATA)
+        await world.manager.poll_once()
+        await world.state(job, State.COMPLETED)
+
+        assert (world.models / "lora" / "model.safetensors").read_bytes() == DATA
+        assert world.model_files() == ["lora/model.safetensors"]
+        assert not world.staging(job).exists()
+        assert job.sha256 == SHA
+        assert job.path == "lora/model.safetensors"
+        assert job.public()["progress"] == 1.0
+        assert handle in world.engine.called("forget")
+
+        statuses = world.statuses(job)
+        assert statuses[0] == "started"
+        assert "metadata" in statuses
+        assert statuses[-1] == "success"
+        success = world.last(job, "success")
+        assert success["id"] == 7  # the submitter's id
+        assert success["data"] == {
+            "status": "success", "state": "completed", "label": "model.safetensors",
+            "path": "lora/model.safetensors", "size": len(DATA), "sha256": SHA,
+            "already_present": False,
+        }
+        metadata = world.last(job, "metadata")
+        assert metadata["data"]["info"] == {"host": "files.example"}
+        # the stored row agrees
+        [stored] = world.store.load_all()
+        assert stored.state == State.COMPLETED
+        assert stored.sha256 == SHA
+
+    scenario(tmp_path, body)
+
+
+def test_layout_decides_the_folder(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        job, handle = await world.downloading({"type": "checkpoint"})
+        world.engine.finish(handle, DATA)
+        await world.manager.poll_once()
+        await world.state(job, State.COMPLETED)
+        assert world.model_files() == ["checkpoints/model.safetensors"]
+        assert world.last(job, "success")["data"]["path"] == "checkpoints/model.safetensors"
+
+    scenario(tmp_path, body, layout="comfyui")
+
+
+def test_explicit_name_is_used(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        job, handle = await world.downloading({"name": "../my lora.safetensors"})
+        assert job.filename == "my lora.safetensors"
+        world.engine.finish(handle, DATA)
+        await world.manager.poll_once()
+        await world.state(job, State.COMPLETED)
+        assert world.model_files() == ["lora/my lora.safetensors"]
+
+    scenario(tmp_path, body)
+
+
+def test_progress_and_waiting_are_relayed(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        job, handle = await world.downloading()
+        world.engine.report(handle, ACTIVE, completed=len(DATA) // 4, total=len(DATA),
+                            speed=2_000_000.0)
+        await asyncio.sleep(world.settings.poll_interval)  # progress events are rate-limited
+        await world.manager.poll_once()
+        assert job.public()["progress"] == 0.25
+        progress = world.last(job, "progress")["data"]
+        assert progress["progress"] == 0.25
+        assert progress["downloaded"] == len(DATA) // 4
+        assert progress["total"] == len(DATA)
+        assert progress["rate"] == 2.0
+        assert progress["eta"] is not None and progress["eta"] >= 0
+        world.engine.report(handle, WAITING, speed=0.0)
+        await world.manager.poll_once()
+        assert job.state == State.QUEUED
+        assert world.statuses(job)[-1] == "queued"
+
+    scenario(tmp_path, body)
+
+
+# -- verification failures and existing files -------------------------------------------------------
+
+
+def test_size_mismatch_fails_and_removes_the_staging_folder(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        job, handle = await world.downloading()
+        world.engine.finish(handle, DATA[:-10])
+        await world.manager.poll_once()
+        await world.state(job, State.FAILED)
+        assert job.error_code == "size_mismatch"
+        assert world.last(job, "error")["data"]["code"] == "size_mismatch"
+        assert not world.staging(job).exists()
+        assert world.model_files() == []
+
+    scenario(tmp_path, body)
+
+
+def test_checksum_mismatch_fails_and_removes_the_file(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        world.resolver.answers[URL] = Resolved(urls=[URL], source="direct",
+                                               filename="model.safetensors", size=len(DATA),
+                                               sha256="AB" * 32)
+        job, handle = await world.downloading()
+        assert world.engine.transfers[handle].sha256 == "ab" * 32
+        world.engine.finish(handle, DATA)
+        await world.manager.poll_once()
+        await world.state(job, State.FAILED)
+        assert job.error_code == "checksum_mismatch"
+        assert not world.staging(job).exists()
+        assert world.model_files() == []
+
+    scenario(tmp_path, body)
+
+
+def test_published_checksum_that_matches(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        world.resolver.answers[URL] = Resolved(urls=[URL], source="direct",
+                                               filename="model.safetensors", size=len(DATA),
+                                               sha256=SHA.upper())
+        job, handle = await world.downloading()
+        world.engine.finish(handle, DATA)
+        await world.manager.poll_once()
+        await world.state(job, State.COMPLETED)
+        assert job.sha256 == SHA
+
+    scenario(tmp_path, body)
+
+
+def test_web_page_of_unknown_size_is_not_filed(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        world.resolver.answers[URL] = Resolved(urls=[URL], source="direct",
+                                               filename="model.safetensors", size=None)
+        job, handle = await world.downloading()
+        world.engine.finish(handle, PAGE)
+        world.engine.report(handle, COMPLETE, total=None)  # the engine does not know either
+        await world.manager.poll_once()
+        await world.state(job, State.FAILED)
+        assert job.error_code == "not_a_file"
+        assert world.model_files() == []
+        assert not world.staging(job).exists()
+
+    scenario(tmp_path, body)
+
+
+def test_web_page_of_unknown_size_is_not_filed_when_the_engine_knows_its_length(
+        tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        world.resolver.answers[URL] = Resolved(urls=[URL], source="direct",
+                                               filename="model.safetensors", size=None)
+        job, handle = await world.downloading()
+        world.engine.finish(handle, PAGE)  # reports total=len(PAGE), as aria2 does
+        await world.manager.poll_once()
+        await world.state(job, State.FAILED, State.COMPLETED)
+        assert job.error_code == "not_a_file"
+        assert world.model_files() == []
+
+    scenario(tmp_path, body)
+
+
+def test_existing_identical_file_is_success_already_present(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        target = world.models / "lora" / "model.safetensors"
+        target.parent.mkdir(parents=True)
+        target.write_bytes(DATA)
+        job = await world.submit()
+        await world.state(job, State.COMPLETED)
+        success = world.last(job, "success")["data"]
+        assert success["already_present"] is True
+        assert success["sha256"] == SHA
+        assert success["path"] == "lora/model.safetensors"
+        assert world.engine.called("start") == []
+        assert target.read_bytes() == DATA
+        assert world.staging_files() == []
+
+    scenario(tmp_path, body)
+
+
+def test_identical_file_appearing_during_the_download(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        job, handle = await world.downloading()
+        target = world.models / "lora" / "model.safetensors"
+        target.parent.mkdir(parents=True)
+        target.write_bytes(DATA)
+        world.engine.finish(handle, DATA)
+        await world.manager.poll_once()
+        await world.state(job, State.COMPLETED)
+        assert world.last(job, "success")["data"]["already_present"] is True
+        assert not world.staging(job).exists()
+
+    scenario(tmp_path, body)
+
+
+def test_existing_different_file_is_file_exists(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        target = world.models / "lora" / "model.safetensors"
+        target.parent.mkdir(parents=True)
+        target.write_bytes(b"someone else's model")
+        job = await world.submit()
+        await world.state(job, State.FAILED)
+        assert job.error_code == "file_exists"
+        assert world.last(job, "error")["data"]["code"] == "file_exists"
+        assert target.read_bytes() == b"someone else's model"
+        assert world.engine.called("start") == []
+        assert world.staging_files() == []
+
+    scenario(tmp_path, body)
+
+
+def test_overwrite_replaces_a_different_file(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        target = world.models / "lora" / "model.safetensors"
+        target.parent.mkdir(parents=True)
+        target.write_bytes(b"old")
+        job, handle = await world.downloading({"overwrite": True})
+        world.engine.finish(handle, DATA)
+        await world.manager.poll_once()
+        await world.state(job, State.COMPLETED)
+        assert target.read_bytes() == DATA
+        assert world.last(job, "success")["data"]["already_present"] is False
+
+    scenario(tmp_path, body)
+
+
+@pytest.mark.parametrize("value", ["false", "no", "0"])
+def test_overwrite_given_as_a_string_never_replaces_a_file(tmp_path: Path, value: str) -> None:
+    async def body(world: World) -> None:
+        target = world.models / "lora" / "model.safetensors"
+        target.parent.mkdir(parents=True)
+        target.write_bytes(b"someone else's model")
+        try:
+            job, _ = await world.manager.submit({"url": URL, "type": "lora", "overwrite": value})
+        except OrchestratorError:
+            job = None
+        if job is not None:
+            await world.handed_over(job)
+            if job.handle:
+                world.engine.finish(job.handle, DATA)
+                await world.manager.poll_once()
+                await world.state(job, State.COMPLETED, State.FAILED)
+        assert target.read_bytes() == b"someone else's model"
+
+    scenario(tmp_path, body)
+
+
+def test_not_enough_disk_space(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        world.resolver.answers[URL] = Resolved(urls=[URL], source="direct",
+                                               filename="huge.safetensors", size=10**18)
+        job = await world.submit()
+        await world.state(job, State.FAILED)
+        assert job.error_code == "disk_full"
+        assert world.engine.called("start") == []
+
+    scenario(tmp_path, body)
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [(OrchestratorError("origin_not_found", "gone", 502), "origin_not_found"),
+     (OrchestratorError("not_a_file", "a page", 422), "not_a_file"),
+     (RuntimeError("a bug"), "internal")],
+)
+def test_resolver_failure_fails_the_job(tmp_path: Path, error: Exception, code: str) -> None:
+    async def body(world: World) -> None:
+        world.resolver.answers[URL] = error
+        job = await world.submit()
+        await world.state(job, State.FAILED)
+        assert job.error_code == code
+        event = world.last(job, "error")
+        assert event["data"]["code"] == code
+        assert event["data"]["state"] == "failed"
+        assert event["id"] == 7
+        assert world.engine.called("start") == []
+        assert world.model_files() == []
+        [stored] = world.store.load_all()
+        assert stored.state == State.FAILED
+        assert stored.error_code == code
+
+    scenario(tmp_path, body)
+
+
+@pytest.mark.parametrize("name", ["v2#final.safetensors", "what?.safetensors", "100%25.safetensors"])
+def test_server_filename_is_kept_as_it_is(tmp_path: Path, name: str) -> None:
+    async def body(world: World) -> None:
+        world.resolver.answers[URL] = Resolved(urls=[URL], source="direct", filename=name,
+                                               size=len(DATA))
+        job = await world.submit()
+        await world.handed_over(job)
+        assert job.filename == name.replace("?", "_")
+
+    scenario(tmp_path, body)
+
+
+# -- commands -------------------------------------------------------------------------------------------
+
+
+def test_cancel_removes_staging_data(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        job, handle = await world.downloading()
+        world.engine.write(handle, DATA[:1000])
+        (world.staging(job) / "model.safetensors.aria2").write_bytes(b"control")
+        assert world.staging_files()
+        result = await world.manager.cancel(job.id)
+        assert result is job
+        assert job.state == State.CANCELLED
+        assert handle in world.engine.called("remove")
+        assert not world.staging(job).exists()
+        assert world.staging_files() == []
+        assert world.model_files() == []
+        assert world.last(job, "cancelled")["data"]["state"] == "cancelled"
+        # cancelling again is harmless
+        assert (await world.manager.cancel(job.id)).state == State.CANCELLED
+
+    scenario(tmp_path, body)
+
+
+def test_cancel_a_failed_job_cleans_up(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        job, handle = await world.downloading()
+        world.engine.write(handle, DATA[:1000])
+        world.engine.report(handle, ERROR, error_code="network", error_message="drop")
+        await world.manager.poll_once()
+        await world.state(job, State.FAILED)
+        assert world.staging(job).exists()  # kept for a retry
+        await world.manager.cancel(job.id)
+        assert job.state == State.CANCELLED
+        assert not world.staging(job).exists()
+
+    scenario(tmp_path, body)
+
+
+def test_commands_on_unknown_jobs_and_wrong_states(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        m = world.manager
+        for action in (m.cancel, m.pause, m.resume, m.retry):
+            assert await error_code(lambda a=action: a("zzz"))() == "not_found"
+        assert await error_code(lambda: m.pause(None))() == "not_found"
+        job, handle = await world.downloading()
+        assert await error_code(lambda: m.resume(job.id))() == "invalid_state"
+        assert await error_code(lambda: m.retry(job.id))() == "invalid_state"
+        world.engine.finish(handle, DATA)
+        await m.poll_once()
+        await world.state(job, State.COMPLETED)
+        for action in (m.cancel, m.pause, m.resume, m.retry):
+            with pytest.raises(OrchestratorError) as caught:
+                await action(job.id)
+            assert caught.value.code == "invalid_state"
+            assert caught.value.status == 409
+        assert job.state == State.COMPLETED
+
+    scenario(tmp_path, body)
+
+
+def test_pause_and_resume(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        job, handle = await world.downloading()
+        await world.manager.pause(job.id)
+        assert job.state == State.PAUSED
+        assert world.engine.called("pause") == [handle]
+        assert world.statuses(job)[-1] == "paused"
+        assert (await world.manager.pause(job.id)).state == State.PAUSED  # again: no error
+        await world.manager.resume(job.id)
+        assert job.state == State.DOWNLOADING
+        assert world.engine.called("resume") == [handle]
+        world.engine.finish(handle, DATA)
+        await world.manager.poll_once()
+        await world.state(job, State.COMPLETED)
+
+    scenario(tmp_path, body)
+
+
+def test_retry_after_a_failure(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        world.resolver.answers[URL] = OrchestratorError("origin_error", "HTTP 503", 502)
+        job = await world.submit()
+        await world.state(job, State.FAILED)
+        del world.resolver.answers[URL]
+        await world.manager.retry(job.id)
+        await world.running(job)
+        assert job.error_code is None
+        assert job.public()["error"] is None
+        world.engine.finish(job.handle, DATA)
+        await world.manager.poll_once()
+        await world.state(job, State.COMPLETED)
+
+    scenario(tmp_path, body)
+
+
+# -- what the engine reports (maybe caused by another aria2 client) ------------------------------------
+
+
+def test_engine_paused_elsewhere(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        job, handle = await world.downloading()
+        world.engine.report(handle, PAUSED, completed=500)
+        await world.manager.poll_once()
+        assert job.state == State.PAUSED
+        paused = world.last(job, "paused")["data"]
+        assert paused["downloaded"] == 500
+        assert paused["state"] == "paused"
+        world.engine.report(handle, ACTIVE, completed=600)
+        await world.manager.poll_once()
+        assert job.state == State.DOWNLOADING
+        assert world.statuses(job)[-1] == "progress"
+
+    scenario(tmp_path, body)
+
+
+def test_engine_removed_elsewhere(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        job, handle = await world.downloading()
+        world.engine.write(handle, DATA[:1000])
+        world.engine.report(handle, REMOVED)
+        await world.manager.poll_once()
+        assert job.state == State.CANCELLED
+        assert job.handle is None
+        assert world.last(job, "cancelled")["data"]["state"] == "cancelled"
+        # a retry continues from the bytes that were kept
+        await world.manager.retry(job.id)
+        await world.running(job)
+        assert job.handle != handle
+
+    scenario(tmp_path, body)
+
+
+def test_engine_error_fails_the_job(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        job, handle = await world.downloading()
+        world.engine.report(handle, ERROR, error_code="origin_not_found",
+                            error_message="The server says the file does not exist.")
+        await world.manager.poll_once()
+        await world.state(job, State.FAILED)
+        assert job.error_code == "origin_not_found"
+        assert world.last(job, "error")["data"]["message"] == "The server says the file does not exist."
+
+    scenario(tmp_path, body)
+
+
+def test_expired_link_is_resolved_and_added_again(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        job, handle = await world.downloading()
+        world.engine.report(handle, ERROR, completed=5000, error_code="origin_forbidden",
+                            http_status=403)
+        await world.manager.poll_once()
+        await world.until(lambda: len(world.engine.called("start")) == 2, "a second start")
+        await world.running(job)
+        assert job.handle != handle
+        assert handle in world.engine.called("forget")
+        assert len(world.resolver.seen) == 2
+
+    scenario(tmp_path, body)
+
+
+def test_missing_transfer_is_added_again(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        job, handle = await world.downloading()
+        world.engine.statuses.clear()  # e.g. the daemon restarted without its session
+        await world.manager.poll_once()
+        await world.until(lambda: len(world.engine.called("start")) == 2, "a second start")
+        await world.running(job)
+        assert job.handle is not None and job.handle != handle
+        assert world.engine.transfers[job.handle].directory == world.staging(job)
+        world.engine.finish(job.handle, DATA)
+        await world.manager.poll_once()
+        await world.state(job, State.COMPLETED)
+
+    scenario(tmp_path, body)
+
+
+def test_missing_paused_transfer_comes_back_paused(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        job, _ = await world.downloading()
+        await world.manager.pause(job.id)
+        world.engine.statuses.clear()
+        await world.manager.poll_once()
+        await world.until(lambda: len(world.engine.called("start")) == 2, "a second start")
+        await world.state(job, State.PAUSED)
+        assert world.engine.statuses[job.handle].state == PAUSED
+
+    scenario(tmp_path, body)
+
+
+def test_a_transfer_lost_again_and_again_fails(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        job, _ = await world.downloading()
+        for _ in range(10):
+            if job.state == State.FAILED:
+                break
+            world.engine.statuses.clear()
+            await world.manager.poll_once()
+            await world.handed_over(job)
+        assert job.state == State.FAILED
+        assert job.error_code == "engine_lost"
+
+    scenario(tmp_path, body)
+
+
+def test_engine_connection_trouble_is_engine_unavailable(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        await world.downloading()
+
+        def broken(handles):
+            raise ConnectionRefusedError("down")
+
+        world.engine.poll = broken
+        with pytest.raises(OrchestratorError) as caught:
+            await world.manager.poll_once()
+        assert caught.value.code == "engine_unavailable"
+
+    scenario(tmp_path, body)
+
+
+# -- tokens and restarts ---------------------------------------------------------------------------------
+
+
+def test_tokens_reach_the_resolver_but_are_never_stored_or_sent(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        job, handle = await world.downloading({"civitai_token": "  civ-TOKEN-123 ",
+                                               "hf_token": "hf_TOKEN_456"})
+        [(_, credentials)] = world.resolver.seen
+        assert credentials.civitai == "civ-TOKEN-123"
+        assert credentials.huggingface == "hf_TOKEN_456"
+        world.engine.finish(handle, DATA)
+        await world.manager.poll_once()
+        await world.state(job, State.COMPLETED)
+        await world.manager.stop()
+        for path in world.settings.state_dir.iterdir():
+            assert b"TOKEN" not in path.read_bytes(), path
+        assert "TOKEN" not in json.dumps(world.collect())
+        assert "TOKEN" not in json.dumps(world.manager.snapshot())
+        assert "TOKEN" not in repr(world.engine.transfers[handle])
+
+    scenario(tmp_path, body)
+
+
+def test_restart_lists_the_jobs_with_their_states(tmp_path: Path) -> None:
+    async def first_run(world: World) -> list[tuple[str, str]]:
+        world.resolver.answers["https://files.example/bad.bin"] = OrchestratorError(
+            "origin_not_found", "gone", 502)
+        done, handle = await world.downloading()
+        world.engine.finish(handle, DATA)
+        await world.manager.poll_once()
+        await world.state(done, State.COMPLETED)
+        failed, _ = await world.manager.submit({"url": "https://files.example/bad.bin",
+                                                "type": "vae"})
+        await world.state(failed, State.FAILED)
+        running, _ = await world.manager.submit({"url": "https://files.example/b.bin",
+                                                 "type": "vae"}, request_id={"tab": 2})
+        await world.running(running)
+        paused, _ = await world.manager.submit({"url": "https://files.example/c.bin",
+                                                "type": "vae"})
+        await world.running(paused)
+        await world.manager.pause(paused.id)
+        return [(j["id"], j["state"]) for j in world.manager.snapshot()]
+
+    async def main() -> None:
+        engine = FakeEngine()
+        world = make_world(tmp_path, engine=engine)
+        try:
+            before = await first_run(world)
+        finally:
+            await world.close()
+        assert [state for _, state in before] == ["completed", "failed", "downloading", "paused"]
+
+        # a new process: new store, new manager, same file and the same engine daemon
+        again = make_world(tmp_path, engine=engine)
+        try:
+            await again.manager.start()
+            after = [(j["id"], j["state"]) for j in again.manager.snapshot()]
+            assert after == before
+            running = again.manager.get(before[2][0])
+            assert running.request_id == {"tab": 2}
+            assert running.handle
+            # still tracked: the engine's report reaches the job
+            engine.finish(running.handle, DATA)
+            await again.manager.poll_once()
+            await again.state(running, State.COMPLETED)
+        finally:
+            await again.close()
+
+    asyncio.run(main())
+
+
+def test_restart_with_an_engine_that_forgot_everything(tmp_path: Path) -> None:
+    async def main() -> None:
+        world = make_world(tmp_path)
+        try:
+            job, old = await world.downloading()
+        finally:
+            await world.close()
+        fresh = FakeEngine()
+        again = make_world(tmp_path, engine=fresh)
+        try:
+            await again.manager.start()
+            recovered = again.manager.get(job.id)
+            assert recovered.handle == old
+            await again.manager.poll_once()
+            await again.until(lambda: fresh.called("start"), "the transfer to be added again")
+            await again.running(recovered)
+            fresh.finish(recovered.handle, DATA)
+            await again.manager.poll_once()
+            await again.state(recovered, State.COMPLETED)
+            assert again.model_files() == ["lora/model.safetensors"]
+        finally:
+            await again.close()
+
+    asyncio.run(main())
+
+
+def test_restart_finishes_a_job_that_was_verifying(tmp_path: Path) -> None:
+    async def main() -> None:
+        world = make_world(tmp_path)
+        job = Job(id="00112233aabb", url=URL, model_type="lora", folder="lora",
+                  state=State.VERIFYING, filename="model.safetensors", size=len(DATA))
+        world.store.save(job)
+        staged = world.staging(job) / "model.safetensors"
+        staged.parent.mkdir(parents=True)
+        staged.write_bytes(DATA)
+        try:
+            await world.manager.start()
+            recovered = world.manager.get(job.id)
+            await world.state(recovered, State.COMPLETED)
+            assert world.model_files() == ["lora/model.safetensors"]
+            assert recovered.sha256 == SHA
+            assert world.staging_files() == []
+        finally:
+            await world.close()
+
+    asyncio.run(main())
+
+
+def test_restart_prepares_a_queued_job_again(tmp_path: Path) -> None:
+    async def main() -> None:
+        world = make_world(tmp_path)
+        job = Job(id="00112233aabc", url=URL, model_type="lora", folder="lora",
+                  state=State.RESOLVING)
+        world.store.save(job)
+        try:
+            await world.manager.start()
+            recovered = world.manager.get(job.id)
+            await world.running(recovered)
+            assert world.engine.called("start")
+        finally:
+            await world.close()
+
+    asyncio.run(main())

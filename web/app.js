@@ -1,0 +1,426 @@
+// Entry point: wires the form, the key store, the job list and the live socket.
+// Protocol: docs/PROTOCOL.md (WebSocket /ws and REST /api).
+
+import { el, setText, show } from "./dom.js";
+import { ACTIVE_STATES, checkUrl, nameFromUrl, toPercent } from "./format.js";
+import { JobList, displayLabel } from "./jobs.js";
+import { InstalledModels } from "./models.js";
+import { LiveSocket } from "./socket.js";
+import { savedTokenFields, setupTokens } from "./tokens.js";
+
+const $ = (id) => document.getElementById(id);
+
+const ui = {
+  connection: $("connection"),
+  connectionText: $("connection-text"),
+  engine: $("engine"),
+  engineHint: $("engine-hint"),
+  form: $("download-form"),
+  type: $("type"),
+  typeFolder: $("type-folder"),
+  url: $("url"),
+  urlError: $("url-error"),
+  name: $("name"),
+  overwrite: $("overwrite"),
+  download: $("download"),
+  formStatus: $("form-status"),
+  jobs: $("jobs"),
+  jobsEmpty: $("jobs-empty"),
+  jobsSummary: $("jobs-summary"),
+  clearFinished: $("clear-finished"),
+  showCleared: $("show-cleared"),
+  toasts: $("toasts"),
+  accessHint: $("access-hint"),
+};
+
+const BASE_TITLE = document.title;
+const LAST_TYPE_KEY = "sd-last-type";
+const REQUEST_TIMEOUT = 20_000;
+
+const state = {
+  types: [],
+  typeByName: new Map(),
+  // Download requests sent by this page and not answered yet: id -> {url, timer}.
+  pending: new Map(),
+  // Actions sent by this page: id -> {job, action}.
+  actions: new Map(),
+  nextId: 1,
+  connected: false,
+};
+
+// ---------- model types ----------
+
+function shortType(type) {
+  const text = type?.description || type?.name || "";
+  return text.replace(/\s*\(.*\)\s*$/, "");
+}
+
+function describeType(name) {
+  const type = state.typeByName.get(name);
+  return type ? shortType(type) : name ?? "";
+}
+
+function setTypes(types) {
+  const valid = (Array.isArray(types) ? types : []).filter((t) => t && typeof t.name === "string");
+  if (!valid.length) return false;
+  state.types = valid;
+  state.typeByName = new Map(valid.map((t) => [t.name, t]));
+  let wanted = ui.type.value;
+  if (!state.typeByName.has(wanted)) {
+    try {
+      wanted = localStorage.getItem(LAST_TYPE_KEY) ?? "";
+    } catch {
+      wanted = "";
+    }
+  }
+  if (!state.typeByName.has(wanted)) wanted = state.typeByName.has("lora") ? "lora" : valid[0].name;
+  ui.type.replaceChildren(
+    ...valid.map((t) => el("option", { value: t.name, text: t.description || t.name })),
+  );
+  ui.type.value = wanted;
+  ui.type.disabled = false;
+  showTypeFolder();
+  jobs.markAllDirty();
+  return true;
+}
+
+function showTypeFolder() {
+  const type = state.typeByName.get(ui.type.value);
+  const code = ui.typeFolder.querySelector("code");
+  setText(code, type ? `${type.folder || type.name}/` : "");
+  show(ui.typeFolder, Boolean(type));
+}
+
+async function loadTypesOverRest() {
+  try {
+    const response = await fetch("api/types", { headers: { Accept: "application/json" } });
+    if (!response.ok) return;
+    const body = await response.json();
+    setTypes(body?.types);
+  } catch {
+    // the socket will bring them with the next hello
+  }
+}
+
+ui.type.addEventListener("change", () => {
+  showTypeFolder();
+  try {
+    localStorage.setItem(LAST_TYPE_KEY, ui.type.value);
+  } catch {
+    // not important
+  }
+});
+
+// ---------- messages beside the form and toasts ----------
+
+function showUrlError(message) {
+  setText(ui.urlError, message);
+  show(ui.urlError, true);
+  ui.url.setAttribute("aria-invalid", "true");
+  setText(ui.formStatus, "");
+}
+
+function clearUrlError() {
+  setText(ui.urlError, "");
+  show(ui.urlError, false);
+  ui.url.removeAttribute("aria-invalid");
+}
+
+let formStatusTimer = 0;
+function formStatus(text) {
+  clearTimeout(formStatusTimer);
+  setText(ui.formStatus, text);
+  if (text) formStatusTimer = setTimeout(() => setText(ui.formStatus, ""), 6000);
+}
+
+function toast(message, kind = "error") {
+  const close = el("button", { type: "button", class: "toast-close", "aria-label": "Dismiss", text: "×" });
+  const item = el("div", { class: `toast ${kind}` }, [el("p", { text: message }), close]);
+  const remove = () => item.remove();
+  close.addEventListener("click", remove);
+  ui.toasts.append(item);
+  while (ui.toasts.childElementCount > 4) ui.toasts.firstElementChild.remove();
+  setTimeout(remove, 8000);
+}
+
+ui.url.addEventListener("input", () => {
+  if (!ui.urlError.hidden) clearUrlError();
+});
+
+// ---------- sending ----------
+
+function send(message) {
+  return socket.send(message);
+}
+
+function submitDownload() {
+  const check = checkUrl(ui.url.value);
+  if (!check.ok) {
+    showUrlError(check.message);
+    ui.url.focus();
+    return;
+  }
+  const type = ui.type.value;
+  if (!type || !state.typeByName.has(type)) {
+    showUrlError("The model types have not loaded yet. Wait for the connection and try again.");
+    return;
+  }
+  const data = { type, url: check.url };
+  const name = ui.name.value.trim();
+  if (name) data.name = name;
+  if (ui.overwrite.checked) data.overwrite = true;
+  Object.assign(data, savedTokenFields());
+  const id = state.nextId;
+  state.nextId += 1;
+  if (!send({ type: "download", id, data })) {
+    showUrlError("Not connected to the server. Wait until it says Connected, then try again.");
+    return;
+  }
+  clearUrlError();
+  const timer = setTimeout(() => {
+    if (state.pending.delete(id)) formStatus("The server has not answered yet; the download may still appear below.");
+  }, REQUEST_TIMEOUT);
+  state.pending.set(id, { url: check.url, timer });
+  formStatus(`Sending ${nameFromUrl(check.url)}…`);
+}
+
+ui.form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  submitDownload();
+});
+
+function sendAction(action, jobId) {
+  const id = state.nextId;
+  state.nextId += 1;
+  if (!send({ type: action, id, data: { job: jobId } })) {
+    jobs.markBusy(jobId, action, false);
+    toast("Not connected to the server. The action was not sent.");
+    return;
+  }
+  state.actions.set(id, { job: jobId, action });
+  setTimeout(() => state.actions.delete(id), REQUEST_TIMEOUT);
+}
+
+// ---------- receiving ----------
+
+function onHello(data) {
+  showEngine(data.engine);
+  if (!setTypes(data.types) && !state.types.length) loadTypesOverRest();
+  jobs.replaceAll(data.jobs);
+  models.refresh();
+}
+
+function showEngine(engine) {
+  if (!engine || typeof engine !== "object") {
+    setText(ui.engine, "Engine: unknown");
+    show(ui.engineHint, false);
+    return;
+  }
+  const name = typeof engine.name === "string" && engine.name ? engine.name : "unknown";
+  const version = typeof engine.version === "string" && engine.version ? ` ${engine.version}` : "";
+  setText(ui.engine, `Engine: ${name}${version}${engine.fallback ? " (fallback)" : ""}`);
+  ui.engine.dataset.fallback = String(engine.fallback === true);
+  let hint = "";
+  if (engine.fallback === true) {
+    hint = typeof engine.hint === "string" && engine.hint
+      ? engine.hint
+      : "aria2c not found: using the slower single-connection fallback";
+  } else if (engine.connected === false) {
+    hint = typeof engine.hint === "string" && engine.hint
+      ? engine.hint
+      : "aria2 is not reachable right now: downloads wait until it is back.";
+  } else if (typeof engine.hint === "string" && engine.hint) {
+    hint = engine.hint;
+  }
+  setText(ui.engineHint, hint);
+  show(ui.engineHint, hint !== "");
+}
+
+function onDownload(message) {
+  const data = message.data && typeof message.data === "object" ? message.data : {};
+  const hasId = message.id !== undefined && message.id !== null;
+  const request = hasId ? state.pending.get(message.id) : undefined;
+  if (message.job === null || message.job === undefined) {
+    // A refusal: only meaningful to the page that sent that request.
+    if (request && data.status === "error") {
+      clearTimeout(request.timer);
+      state.pending.delete(message.id);
+      showUrlError(typeof data.message === "string" && data.message ? data.message : "The server refused this link.");
+      ui.url.focus();
+    }
+    return;
+  }
+  if (typeof message.job !== "string") return;
+  const existing = jobs.job(message.job);
+  const wasActive = Boolean(existing && ACTIVE_STATES.has(existing.state));
+  const job = jobs.applyEvent(message.job, data);
+  if (request && data.status === "started") {
+    clearTimeout(request.timer);
+    state.pending.delete(message.id);
+    accepted(message.job, job, wasActive);
+  }
+  if (data.status === "success") models.scheduleRefresh();
+}
+
+function accepted(jobId, job, duplicate) {
+  ui.url.value = "";
+  ui.name.value = "";
+  ui.overwrite.checked = false;
+  clearUrlError();
+  const label = displayLabel(job);
+  if (duplicate) {
+    formStatus(`Already downloading: ${label}`);
+    const card = jobs.element(jobId);
+    if (card) {
+      card.hidden = false;
+      card.scrollIntoView({ block: "nearest", behavior: "smooth" });
+      card.classList.remove("flash");
+      void card.offsetWidth; // restart the animation
+      card.classList.add("flash");
+    }
+  } else {
+    formStatus(`Added: ${label}`);
+  }
+}
+
+function onError(message) {
+  const data = message.data && typeof message.data === "object" ? message.data : {};
+  const text = typeof data.message === "string" && data.message ? data.message : "The server could not do that.";
+  const hasId = message.id !== undefined && message.id !== null;
+  if (hasId && state.actions.has(message.id)) {
+    const { job, action } = state.actions.get(message.id);
+    state.actions.delete(message.id);
+    jobs.markBusy(job, action, false);
+  }
+  if (hasId && state.pending.has(message.id)) {
+    clearTimeout(state.pending.get(message.id).timer);
+    state.pending.delete(message.id);
+    showUrlError(text);
+    return;
+  }
+  toast(text);
+}
+
+function onMessage(message) {
+  switch (message.type) {
+    case "hello":
+      onHello(message.data && typeof message.data === "object" ? message.data : {});
+      break;
+    case "download":
+      onDownload(message);
+      break;
+    case "error":
+      onError(message);
+      break;
+    default:
+      break; // pong and anything newer
+  }
+}
+
+function onStatus(connection, info) {
+  state.connected = connection === "connected";
+  ui.connection.dataset.state = connection;
+  let text;
+  if (connection === "connected") text = "Connected";
+  else if (connection === "offline") {
+    text = navigator.onLine === false
+      ? "Offline: no network"
+      : `Offline: retrying${info.retryIn ? ` in ${Math.round(info.retryIn / 1000)} s` : ""}`;
+  } else if (info.first) text = "Connecting…";
+  else text = `Reconnecting${info.retryIn ? ` in ${Math.max(1, Math.round(info.retryIn / 1000))} s` : ""}…`;
+  setText(ui.connectionText, text);
+  if (state.connected) show(ui.accessHint, false);
+  else if (!info.first) checkAccess();
+  ui.connection.title = connection === "connected" ? "Live updates are on" : "Live updates are paused until the server answers";
+  ui.jobs.classList.toggle("stale", !state.connected);
+}
+
+// When the socket keeps failing, ask the REST side why: a 401/403 means the server wants
+// its access token (opened from another address than the printed link).
+let lastAccessCheck = 0;
+async function checkAccess() {
+  if (Date.now() - lastAccessCheck < 4000) return;
+  lastAccessCheck = Date.now();
+  let response;
+  try {
+    response = await fetch("api/health", { headers: { Accept: "application/json" }, cache: "no-store" });
+  } catch {
+    show(ui.accessHint, false); // the server is simply down
+    return;
+  }
+  if (response.status === 401 || response.status === 403) {
+    let message = "The server refused this page. Open the link it printed when it started.";
+    try {
+      const body = await response.json();
+      if (typeof body?.error?.message === "string" && body.error.message) message = body.error.message;
+    } catch {
+      // keep the default text
+    }
+    setText(ui.accessHint, message);
+    show(ui.accessHint, true);
+  } else {
+    show(ui.accessHint, false);
+  }
+}
+
+// ---------- the job list ----------
+
+function jobsChanged() {
+  const counts = jobs.counts();
+  const parts = [];
+  if (counts.active) parts.push(`${counts.active} active`);
+  if (counts.finished) parts.push(`${counts.finished} finished`);
+  setText(ui.jobsSummary, parts.join(" · "));
+  show(ui.jobsEmpty, counts.visible === 0);
+  setText(
+    ui.jobsEmpty,
+    jobs.size && counts.cleared ? "Finished downloads are cleared. New ones appear here." : "No downloads yet. Paste a link above to start one.",
+  );
+  ui.clearFinished.disabled = counts.finished - counts.cleared <= 0 && !(jobs.showCleared && counts.cleared);
+  show(ui.showCleared, counts.cleared > 0);
+  setText(ui.showCleared, jobs.showCleared ? "Hide cleared" : `Show cleared (${counts.cleared})`);
+  ui.showCleared.setAttribute("aria-pressed", String(jobs.showCleared));
+  const title = counts.active && counts.overall !== null ? `(${toPercent(counts.overall)}%) ${BASE_TITLE}` : BASE_TITLE;
+  if (document.title !== title) document.title = title;
+}
+
+const jobs = new JobList(ui.jobs, { onAction: sendAction, describeType, onChange: jobsChanged });
+
+ui.clearFinished.addEventListener("click", () => {
+  const count = jobs.clearFinished();
+  formStatus(count ? `Cleared ${count} finished ${count === 1 ? "download" : "downloads"}.` : "");
+  jobsChanged();
+});
+ui.showCleared.addEventListener("click", () => {
+  jobs.toggleShowCleared();
+  jobsChanged();
+});
+
+// ---------- installed models, keys, socket ----------
+
+const models = new InstalledModels({
+  section: $("models-section"),
+  list: $("models"),
+  status: $("models-status"),
+  refresh: $("models-refresh"),
+  filter: $("models-filter"),
+  typeOrder: () => state.types,
+});
+
+setupTokens({
+  form: $("tokens-form"),
+  inputs: { civitai: $("civitai-token"), hf: $("hf-token") },
+  status: $("tokens-status"),
+});
+
+function socketUrl() {
+  const url = new URL("ws", window.location.href);
+  url.protocol = window.location.protocol === "https:" ? "wss:" : "ws:";
+  url.hash = "";
+  url.search = "";
+  return url.href;
+}
+
+const socket = new LiveSocket(socketUrl(), { onMessage, onStatus });
+jobsChanged();
+socket.start();
