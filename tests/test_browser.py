@@ -12,15 +12,14 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import requests
+
+from tests.conftest import Server
+from tests.fakes.origin import Origin
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
@@ -31,92 +30,20 @@ if shutil.which("aria2c") is None:
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 expect = playwright_api.expect
 
-try:
-    from tests.fakes.origin import Origin
-except ModuleNotFoundError:  # tests/ itself is on sys.path
-    from fakes.origin import Origin
-
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
-PYTHON = "/tmp/venv/bin/python" if Path("/tmp/venv/bin/python").exists() else sys.executable
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 MiB = 1024 * 1024
 KiB = 1024
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class LiveServer:
-    """`orchestrator serve --engine auto` in a subprocess; it starts its own aria2c."""
+class LiveServer(Server):
+    """`orchestrator serve` in a subprocess (tests/conftest.py), with page-test helpers."""
 
     def __init__(self, workdir: Path, engine: str = "auto") -> None:
-        self.workdir = workdir
-        self.engine = engine
-        self.models = workdir / "models"
-        self.state = workdir / "state"
-        self.port = _free_port()
-        self.aria2_port = _free_port()
-        self.log_path = workdir / "serve.log"
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> LiveServer:
-        command = [PYTHON, "-m", "orchestrator", "serve", "--host", "127.0.0.1",
-                   "--port", str(self.port), "--models-dir", str(self.models),
-                   "--state-dir", str(self.state), "--engine", self.engine,
-                   "--aria2-rpc-url", f"http://127.0.0.1:{self.aria2_port}/jsonrpc",
-                   "--poll-interval", "0.5"]
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        for name in ("CIVITAI_TOKEN", "HF_TOKEN", "ARIA2_SECRET"):
-            env.pop(name, None)
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log,
-                                            stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited early:\n{self.log()}")
-            try:
-                if requests.get(self.base + "/api/health", timeout=1).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"the server did not answer /api/health:\n{self.log()}")
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._kill_own_aria2()
-
-    def _kill_own_aria2(self) -> None:
-        """The embedded aria2c should die with the app; make sure this one does."""
-        marker = str(self.state)
-        for entry in Path("/proc").glob("[0-9]*"):
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if "aria2c" in cmdline and marker in cmdline:
-                with contextlib.suppress(OSError):
-                    os.kill(int(entry.name), signal.SIGKILL)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        super().__init__(workdir, "--engine", engine)
 
     def jobs(self) -> list[dict]:
         answer = requests.get(self.base + "/api/downloads", timeout=10)
@@ -138,8 +65,7 @@ class LiveServer:
             time.sleep(0.05)
 
     def staging_names(self) -> list[str]:
-        staging = self.models / ".staging"
-        return [p.name for p in staging.rglob("*") if p.is_file()] if staging.exists() else []
+        return [Path(name).name for name in self.staging_files()]
 
 
 @pytest.fixture(scope="module")
@@ -489,6 +415,55 @@ def test_reconnects_after_a_server_restart_without_duplicates(page, server, orig
     expect(page.locator("#jobs .job")).to_have_count(len(server.jobs()))
     expect(page.locator(f'#jobs [data-job="{job["id"]}"]')).to_have_count(1)
     expect(page.locator(f'#jobs [data-job="{job["id"]}"]')).to_have_attribute("data-state", "completed")
+
+
+def test_a_running_job_survives_a_server_restart_and_finishes(page, server, origin):
+    data = origin.add_file("/t8/long.safetensors", 8 * MiB, rate=96 * KiB)
+    open_page(page, server)
+    job, card = submit(page, server, origin.url("/t8/long.safetensors"), "checkpoint")
+    expect(card).to_have_attribute("data-state", "downloading", timeout=20_000)
+
+    server.stop()  # SIGTERM: the app stops its aria2c, which saves its session
+    expect(page.locator("#connection")).not_to_have_attribute("data-state", "connected")
+    server.start()
+    expect(page.locator("#connection")).to_have_attribute("data-state", "connected", timeout=20_000)
+    expect(card).to_have_attribute("data-state", "completed", timeout=60_000)
+    expect(page.locator(f'#jobs [data-job="{job["id"]}"]')).to_have_count(1)
+    expect(card.locator(".progress")).to_have_attribute("data-progress", "100")
+    assert (server.models / "checkpoint" / "long.safetensors").read_bytes() == data
+
+
+def test_odd_input_is_refused_or_shown_as_text(page, shared_server, origin):
+    server = shared_server
+    data = origin.add_file('/t9/"cheese".safetensors', 64 * KiB)
+    open_page(page, server)
+    error = page.locator("#url-error")
+    before = len(server.jobs())
+    for value in ("https://example.com/a model.safetensors", "x" * 10_000,
+                  "https://example.com/" + "a" * 10_000):
+        page.fill("#url", value)
+        page.press("#url", "Enter")
+        expect(error).to_be_visible()
+        assert error.inner_text().strip()
+    assert len(server.jobs()) == before  # nothing was created
+
+    # quotes in a link are fine; the saved name is made safe and shown as plain text
+    _, card = submit(page, server, origin.url('/t9/"cheese".safetensors'))
+    expect(card).to_have_attribute("data-state", "completed", timeout=20_000)
+    expect(card.locator(".job-label")).to_have_text("_cheese_.safetensors")
+    assert (server.models / "lora" / "_cheese_.safetensors").read_bytes() == data
+
+    # a token with odd characters is kept and sent exactly, never rendered
+    odd = "t0k\"<b>&'\\ ünï;%20"
+    page.fill("#civitai-token", odd)
+    page.click("#save-tokens")
+    page.reload()
+    expect(page.locator("#civitai-token")).to_have_value(odd)
+    origin.add_file("/t9/after.safetensors", 4 * KiB)
+    submit(page, server, origin.url("/t9/after.safetensors"))
+    sent = page.watch.sent_of_type("download")[-1]["data"]
+    assert sent["civitai_token"] == odd
+    assert "ünï" not in page.locator("body").inner_text()
 
 
 def test_phone_width_and_keyboard_only(page, shared_server, origin):
