@@ -25,6 +25,7 @@ SERVE_FLAGS = (
     "log-level",
     "token",
     "block-private",
+    "sidecars",
 )
 DAEMON_FLAGS = ("models-dir", "state-dir", "aria2-rpc-url", "aria2-secret", "log-level")
 

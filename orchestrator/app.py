@@ -204,15 +204,22 @@ async def _watch_daemon(choice: EngineChoice, manager: Manager) -> None:
 def _installed(settings: Settings, types: list[dict[str, str]]) -> dict[str, list[dict]]:
     listing: dict[str, list[dict]] = {}
     for entry in types:
+        if not entry["folder"]:
+            continue  # "auto" is a choice, not a folder
         folder = settings.models_dir / entry["folder"]
         files = []
         if folder.is_dir() and not folder.name.startswith(STAGING_FOLDER):
             for path in sorted(folder.iterdir()):
-                if path.is_file() and not path.name.startswith("."):
+                if path.is_file() and not path.name.startswith(".") and not _is_sidecar(path.name):
                     info = path.stat()
                     files.append({"name": path.name, "size": info.st_size, "modified": info.st_mtime})
         listing[entry["name"]] = files
     return listing
+
+
+def _is_sidecar(name: str) -> bool:
+    """`x.civitai.json` and `x.preview.png` describe a model; they are not one."""
+    return name.endswith(".civitai.json") or ".preview." in name
 
 
 # -- WebSocket -----------------------------------------------------------------------

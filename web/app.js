@@ -87,7 +87,8 @@ function setTypes(types) {
 function showTypeFolder() {
   const type = state.typeByName.get(ui.type.value);
   const code = ui.typeFolder.querySelector("code");
-  setText(code, type ? `${type.folder || type.name}/` : "");
+  // "auto" has no folder of its own: CivitAI's model type picks it
+  setText(code, type ? (type.folder ? `${type.folder}/` : "the folder of CivitAI's model type") : "");
   show(ui.typeFolder, Boolean(type));
 }
 

@@ -10,11 +10,11 @@ from ..errors import OrchestratorError, http_error
 from ..files import filename_from_content_disposition, filename_from_url
 from . import policy
 from .base import Credentials, Resolved
+from .http import HEADERS, reason
 
 NAME = "direct"
 TIMEOUT = (10, 30)
 MAX_REDIRECTS = 10
-USER_AGENT = "orchestrator/0.1 (+model downloader)"
 # Servers that answer HEAD badly: S3-style signed URLs refuse HEAD (403), some
 # apps don't implement it (405/501). A one-byte ranged GET asks the same question.
 _HEAD_REFUSED = {400, 403, 405, 501}
@@ -28,13 +28,13 @@ def resolve(url: str, credentials: Credentials) -> Resolved:
     del credentials  # a plain link carries no service token
     host = urlsplit(url).hostname or "the server"
     with requests.Session() as session:
-        session.headers.update({"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
+        session.headers.update(HEADERS)
         try:
             response = follow(session, "HEAD", url)
             if response.status_code in _HEAD_REFUSED:
                 response = follow(session, "GET", url, headers={"Range": "bytes=0-0"})
         except requests.RequestException as exc:
-            raise OrchestratorError("unreachable", f"Could not reach {host}: {_reason(exc)}.", 502) from None
+            raise OrchestratorError("unreachable", f"Could not reach {host}: {reason(exc)}.", 502) from None
     resolved = _describe(url, response, host)
     if policy.enabled():
         # hand the engine the checked final address, so it cannot be sent elsewhere
@@ -96,13 +96,3 @@ def _size(response: requests.Response) -> int | None:
         return int(total) if total.isdigit() else None
     length = response.headers.get("Content-Length", "")
     return int(length) if length.isdigit() and int(length) > 0 else None
-
-
-def _reason(exc: requests.RequestException) -> str:
-    if isinstance(exc, requests.Timeout):
-        return "it did not answer in time"
-    if isinstance(exc, requests.exceptions.SSLError):
-        return "its TLS certificate is not valid"
-    if isinstance(exc, requests.ConnectionError):
-        return "the connection failed"
-    return type(exc).__name__

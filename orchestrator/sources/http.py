@@ -15,16 +15,20 @@ from urllib.parse import urlsplit
 import requests
 
 from ..errors import OrchestratorError
-from .direct import USER_AGENT
 
 TIMEOUT = (10, 30)
 MAX_HOPS = 5  # redirects a source follows on the service's own host
 _ERROR_BODY_LIMIT = 64 * 1024
 
 
+USER_AGENT = "orchestrator/0.1 (+model downloader)"
+# identity: sizes and Range offsets must be about the bytes on disk, not a gzip stream
+HEADERS = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+
+
 def session() -> requests.Session:
     made = requests.Session()
-    made.headers.update({"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
+    made.headers.update(HEADERS)
     return made
 
 
@@ -64,7 +68,7 @@ def send(session: requests.Session, method: str, url: str, service: str, **kwarg
     except requests.exceptions.TooManyRedirects:
         raise OrchestratorError("too_many_redirects", f"{service} redirects too many times.", 502) from None
     except requests.RequestException as exc:
-        raise OrchestratorError("unreachable", f"Could not reach {service}: {_reason(exc)}.", 502) from None
+        raise OrchestratorError("unreachable", f"Could not reach {service}: {reason(exc)}.", 502) from None
 
 
 def error_body(response: requests.Response) -> dict[str, Any]:
@@ -103,7 +107,7 @@ def scrub(text: Any, secret: str | None, limit: int = 200) -> str:
     return clean.replace(secret, "***") if secret else clean
 
 
-def _reason(exc: requests.RequestException) -> str:
+def reason(exc: requests.RequestException) -> str:
     if isinstance(exc, requests.Timeout):
         return "it did not answer in time"
     if isinstance(exc, requests.exceptions.SSLError):
