@@ -50,6 +50,13 @@ def validate_url(raw: object) -> str:
         )
     if not host:
         raise OrchestratorError("invalid_url", "The link has no host name.")
+    if parts.username or parts.password:
+        # the link is kept in the job list and shown to every page: no passwords in it
+        raise OrchestratorError(
+            "credentials_in_link",
+            "Links with a user name or password in them are not accepted, since the link is "
+            "stored and shown; use a link that needs no password, or a token field.",
+        )
     return _checked(url)
 
 

@@ -149,6 +149,7 @@ def test_origin_errors_fail_with_a_reason_and_leave_nothing(server_factory, orig
         ({"url": "data:text/plain,hi", "type": "lora"}, 400, "unsupported_scheme"),
         ({"url": "http://example.com/x", "type": "../../etc"}, 400, "unknown_type"),
         ({"url": "http://example.com/x", "type": "sdxl"}, 400, "unknown_type"),
+        ({"url": "https://me:hunter2@example.com/x.bin", "type": "lora"}, 400, "credentials_in_link"),
     ],
 )
 def test_bad_requests_are_refused_and_create_nothing(server_factory, body, status, code):
