@@ -450,7 +450,7 @@ class Manager:
 
     async def _poll_forever(self) -> None:
         while True:
-            await asyncio.sleep(self.settings.poll_interval if self.engine_up else 2.0)
+            await asyncio.sleep(self._next_poll_in())
             try:
                 await self.poll_once()
                 self._engine_status(True)
@@ -458,6 +458,17 @@ class Manager:
                 self._engine_status(False, error.message)
             except Exception:
                 log.exception("poll failed")
+
+    def _next_poll_in(self) -> float:
+        """The poll interval, or sooner when a job should finish before it: a finished
+        download otherwise waits up to a whole interval to be noticed (measured in bench/).
+        Progress events keep their own once-a-second limit."""
+        if not self.engine_up:
+            return 2.0
+        etas = [job.eta for job in self.jobs.values()
+                if job.state == State.DOWNLOADING and job.eta is not None]
+        soonest = min(etas, default=self.settings.poll_interval)
+        return max(0.1, min(self.settings.poll_interval, soonest + 0.05))
 
     async def poll_once(self) -> None:
         watched = [
