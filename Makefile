@@ -41,7 +41,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(call apt_ensure,aria2c:aria2 chromium:chromium,Tests that need them will be skipped.)
-	$(call apt_ensure,nginx:nginx-light curl:curl,The benchmark smoke test will be skipped.)
+	$(call apt_ensure,supervisord:supervisor nginx:nginx-light curl:curl,The supervisord and benchmark smoke tests will be skipped.)
 	$(BIN)/pytest $(ARGS)
 
 lint: $(STAMP)
