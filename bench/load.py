@@ -42,7 +42,7 @@ class LoadResult:
     window: float = 0.0  # seconds with every download moving bytes
     app_cpu: float = 0.0  # % of one core in the window
     app_cpu_idle: float = 0.0  # % of one core, clients connected, nothing to do
-    app_cpu_total: float = 0.0  # % of one core from the first submit to the last success
+    app_cpu_total: float = 0.0  # % of one core from the first submit to the last file hashed
     aria2_cpu: float = 0.0
     peak_rss_mib: float = 0.0
     rss_mib: float = 0.0
@@ -251,7 +251,8 @@ def run_load(
             moving = {job for _, job, _, _, state in seen if state == "downloading"}
             if all_moving is None and moving == wanted:
                 all_moving = time.time()
-            finished = {job for _, job, _, status, _ in seen if status in ("success", "error")}
+            # plain links: the SHA-256 follows `success` (a `hashed` event); the run ends with it
+            finished = {job for _, job, _, status, _ in seen if status in ("hashed", "error")}
             if finished == wanted:
                 settled = seen
                 break

@@ -1,6 +1,8 @@
 """The requests fallback engine on its own, in a process of its own (for tuning its chunk size).
 
-    python -m bench.probe URL DEST --chunk 1048576 [--variant engine|threaded-hash|read1]
+    python -m bench.probe URL DEST [--chunk 1048576] [--variant engine|threaded-hash|read1]
+
+--chunk 0 (the default) is the engine's own adaptive read size.
 
 Prints one JSON line: wall seconds, CPU seconds of this process, bytes, sha256.
 `threaded-hash` and `read1` are prototypes, not product code: the same engine
@@ -102,11 +104,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("url")
     parser.add_argument("dest", type=Path)
-    parser.add_argument("--chunk", type=int, default=1024 * 1024)
+    parser.add_argument("--chunk", type=int, default=0, help="fixed read size; 0 adapts it (the default)")
     parser.add_argument("--variant", choices=sorted(VARIANTS), default="engine")
     args = parser.parse_args()
     engine_class = VARIANTS[args.variant]
-    engine = engine_class(max_active=1, chunk_size=args.chunk)
+    engine = engine_class(max_active=1, chunk_size=args.chunk or None)
     transfer = Transfer(urls=[args.url], directory=args.dest.parent, filename=args.dest.name)
     cpu0, t0 = time.process_time(), time.perf_counter()
     handle = engine.start(transfer)

@@ -50,7 +50,7 @@ ARIA2_VARIANTS: list[tuple[str, dict[str, str]]] = [
     ("stream-piece-selector", {"stream-piece-selector": "geom"}),
     ("stream-piece-selector", {"stream-piece-selector": "random"}),
 ]
-CHUNKS = [64 * 1024, 256 * 1024, 1024 * 1024, 4 * 1024 * 1024]
+CHUNKS = [0, 64 * 1024, 256 * 1024, 1024 * 1024, 4 * 1024 * 1024]  # 0: adaptive, the default
 # not product code (bench/probe.py): what moving the hash to a thread, or read1(), would buy
 PROTOTYPES = [(1024 * 1024, "threaded-hash"), (4 * 1024 * 1024, "read1")]
 POLLS = [0.25, 0.5, 1.0, 2.0]
@@ -170,7 +170,9 @@ def tune_chunks(web: Nginx, ws: Workspace, args: argparse.Namespace, rounds: int
         contenders = [curl_contender(web, origin, filename, ws.downloads)]
         variants = [(chunk, "engine") for chunk in CHUNKS] + PROTOTYPES
         for chunk, variant in variants:
-            key = f"{chunk // 1024}K" + ("" if variant == "engine" else f" {variant}")
+            key = (f"{chunk // 1024}K" if chunk else "adaptive (current)") + (
+                "" if variant == "engine" else f" {variant}"
+            )
             contenders.append(_probe_contender(web, origin, filename, ws.downloads, chunk, variant, key))
         scenario = Scenario(f"chunks-{origin}", origin, origin, filename, size, 1, contenders)
         print(f"\n== fallback chunk size, {origin} origin, {n} rounds", flush=True)

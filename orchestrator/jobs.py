@@ -95,6 +95,7 @@ class Job:
     downloaded: int = 0
     expected_sha256: str | None = None
     sha256: str | None = None
+    hashing: bool = False  # completed, and the SHA-256 of the installed file is being computed
     path: str | None = None  # relative to the models folder, once completed
     error_code: str | None = None
     error_message: str | None = None
@@ -151,6 +152,7 @@ class Job:
             "rate": round(self.rate / 1_000_000, 3),
             "eta": None if self.eta is None else round(self.eta, 1),
             "sha256": self.sha256,
+            "hashing": self.hashing,
             "path": self.path,
             "error": ({"code": self.error_code, "message": self.error_message} if self.error_code else None),
             "metadata": self.metadata,

@@ -132,6 +132,12 @@ class Server:
             job = self.job(job_id)
         return job
 
+    def wait_settled(self, job_id: str, timeout: float = 60) -> dict:
+        """Finished, and a completed file's SHA-256 known (it may follow `success`)."""
+        return self.wait_until(
+            job_id, lambda j: j["state"] in {"completed", "failed", "cancelled"} and not j["hashing"], timeout
+        )
+
     def wait_until(self, job_id: str, check, timeout: float = 60) -> dict:
         deadline = time.monotonic() + timeout
         while True:

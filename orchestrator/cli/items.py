@@ -20,6 +20,12 @@ from ..sources import Credentials
 FINAL_STATES = ("completed", "failed", "cancelled")
 
 
+def settled(job: dict[str, Any]) -> bool:
+    """Finished with nothing more to come: a completed file's SHA-256 may follow `success`
+    (no source published one), and the summary should show it."""
+    return job["state"] in FINAL_STATES and not job.get("hashing")
+
+
 class BadLine(Exception):
     """One request that cannot run; the message is for a person and names no secret."""
 

@@ -25,7 +25,7 @@ from ..events import Hub
 from ..jobs import JobStore, State, exclusive_state
 from ..manager import Manager
 from ..sources import Credentials
-from .items import FINAL_STATES, CliError, Item, Outcome, RunResult
+from .items import CliError, Item, Outcome, RunResult, settled
 from .progress import Progress
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ class LocalRun:
                 continue
             job = self.manager.get(job_id).public()
             self.progress.show(order, job)
-            if job["state"] in FINAL_STATES:
+            if settled(job):
                 self.outcomes[order] = Outcome.from_job(item, job)
 
     def _keep_daemon_alive(self) -> None:

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from ..sources import Credentials
-from .items import FINAL_STATES, Item, Outcome, RunResult
+from .items import Item, Outcome, RunResult, settled
 from .progress import Progress
 from .server import ServerClient, ServerError, ServerGone
 
@@ -73,7 +73,7 @@ class RemoteRun:
     def _update(self, key: int, job: dict[str, Any]) -> None:
         self.latest[key] = job
         self.progress.show(key, job)
-        if job["state"] in FINAL_STATES:
+        if settled(job):
             self.outcomes[key] = Outcome.from_job(self.items[key], job)
 
     def _give_up(self, keys: list[int], why: str) -> None:

@@ -88,6 +88,7 @@ def client_for(rpc_url: str, secret: str, timeout: float = 10.0) -> aria2p.Clien
 class Aria2Engine:
     name = "aria2"
     verifies_sha256 = True  # the checksum option makes aria2 check the bytes itself
+    on_finish = None  # polled only; the manager wakes at a job's ETA instead
 
     def __init__(self, rpc_url: str, secret: str, timeout: float = 10.0) -> None:
         self.rpc_url = rpc_url

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -48,6 +49,9 @@ class Engine(Protocol):
     """Synchronous: the manager calls these from a worker thread, never the event loop."""
 
     name: str
+    # Set by the manager: called from any thread when a transfer completes or fails, so the
+    # next poll need not wait. An engine that cannot tell (aria2, polled) leaves it uncalled.
+    on_finish: Callable[[], None] | None
 
     def start(self, transfer: Transfer) -> str:
         """Begin (or resume, from what is in `directory`) and return a handle."""

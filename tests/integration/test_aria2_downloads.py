@@ -60,8 +60,13 @@ def test_websocket_download_lands_verified_in_its_folder(server_factory, origin,
     assert success["id"] == "req-1"
     assert success["data"]["path"] == "checkpoint/model.safetensors"
     assert success["data"]["size"] == len(data)
-    assert success["data"]["sha256"] == hashlib.sha256(data).hexdigest()
     assert (server.models / "checkpoint" / "model.safetensors").read_bytes() == data
+    # a plain link publishes no hash: the file is installed first, its SHA-256 follows
+    assert success["data"]["sha256"] is None
+    hashed = client.until(is_event(job_id, "hashed"))
+    assert hashed["data"]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert server.job(job_id)["sha256"] == hashed["data"]["sha256"]
+    assert server.job(job_id)["hashing"] is False
     progress = [m["data"] for m in client.messages if is_event(job_id, "progress")(m)]
     moving = [p for p in progress if p["state"] == "downloading"]
     assert moving, "no progress event while bytes moved"
@@ -70,7 +75,8 @@ def test_websocket_download_lands_verified_in_its_folder(server_factory, origin,
     assert any(p["rate"] > 0 and p["eta"] is not None for p in moving)
     assert server.staging_files() == []
     # every client sees every job's events
-    assert watcher.until(is_event(job_id, "success"))["data"]["sha256"] == success["data"]["sha256"]
+    assert watcher.until(is_event(job_id, "success"))["data"]["path"] == "checkpoint/model.safetensors"
+    assert watcher.until(is_event(job_id, "hashed"))["data"]["sha256"] == hashed["data"]["sha256"]
     # many connections, each a Range request on the storage host
     ranged = [r for r in origin2.requests_for("/cdn/model.safetensors") if r.range]
     assert len(ranged) >= 4

@@ -28,7 +28,9 @@ def test_websocket_download_with_requests_engine(server_factory, origin, origin2
     assert (server.models / "vae" / "vae.safetensors").read_bytes() == data
     # after the drop it continued with a Range request, not from byte zero
     resumed = [r.range for r in origin2.requests_for("/store/vae.safetensors") if r.method == "GET"]
-    assert resumed[0] is None and resumed[-1] == f"bytes={2 * MiB}-"
+    # (the read that the drop cut short is fetched again: at most a quarter second's worth)
+    assert resumed[0] is None and len(resumed) == 2
+    assert 0 < int(resumed[1].removeprefix("bytes=").removesuffix("-")) <= 2 * MiB
     assert server.staging_files() == []
 
 

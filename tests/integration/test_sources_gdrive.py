@@ -26,7 +26,7 @@ def test_a_large_shared_file_passes_the_confirmation_and_aria2_gets_its_cookie(w
     world.drive.add(FILE_ID, data, "réaliste.safetensors", large=True)
     server = server_factory(env=world.env)
     job = server.submit(f"https://drive.google.com/file/d/{FILE_ID}/view?usp=sharing", "checkpoint")
-    done = server.wait_for(job["id"], {"completed", "failed"})
+    done = server.wait_settled(job["id"])
 
     assert done["state"] == "completed", done
     assert done["path"] == "checkpoint/réaliste.safetensors"  # from Drive's filename*=UTF-8''

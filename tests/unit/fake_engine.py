@@ -15,6 +15,7 @@ class FakeEngine:
 
     name = "fake"
     verifies_sha256 = False
+    on_finish = None  # the manager sets it; a test calls it to say a transfer ended
 
     def __init__(self) -> None:
         self.transfers: dict[str, Transfer] = {}

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from orchestrator.engines import fallback
 from orchestrator.engines.base import ACTIVE, COMPLETE, ERROR, MISSING, PAUSED, REMOVED, WAITING, Transfer
-from orchestrator.engines.fallback import RequestsEngine
+from orchestrator.engines.fallback import MAX_READ, MIN_READ, RequestsEngine
 from tests.fakes.origin import Origin
 
 DONE = {COMPLETE, ERROR, REMOVED}
@@ -30,7 +32,7 @@ def backoffs(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 @pytest.fixture
 def engine() -> Iterator[RequestsEngine]:
-    made = RequestsEngine(max_active=2, chunk_size=16 * 1024, retries=3, timeout=(5, 10))
+    made = RequestsEngine(max_active=2, retries=3, timeout=(5, 10))
     try:
         yield made
     finally:
@@ -287,3 +289,48 @@ def test_describe(engine: RequestsEngine) -> None:
     info = engine.describe()
     assert info["name"] == "requests"
     assert info["connected"] is True
+
+
+def test_the_engine_says_from_its_thread_when_a_transfer_ends(origin: Origin, tmp_path: Path) -> None:
+    engine = RequestsEngine(max_active=2, retries=0)
+    ended: list[str] = []
+    engine.on_finish = lambda: ended.append(threading.current_thread().name)
+    origin.add_file("/ok.bin", 100_000)
+    origin.add_file("/gone.bin", 10, status=404)
+    origin.add_file("/slow.bin", 400_000, rate=100_000)
+    try:
+        runs = [engine.start(transfer(origin, name, tmp_path / name.strip("/")))
+                for name in ("/ok.bin", "/gone.bin", "/slow.bin")]
+        ok, gone, slow = runs
+        wait_for(engine, slow, lambda s: s.completed > 0)
+        engine.pause(slow)  # a pause is not an end
+        for handle in (ok, gone):
+            engine._runs[handle].thread.join(timeout=15)
+        assert engine.poll([ok])[ok].state == COMPLETE
+        assert engine.poll([gone])[gone].state == ERROR
+        assert len(ended) == 2
+        assert threading.main_thread().name not in ended
+    finally:
+        engine.close()
+
+
+def test_reads_are_big_on_a_fast_link_and_small_on_a_slow_one(
+        engine: RequestsEngine, origin: Origin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: dict[str, list[int]] = {}
+    real_read = fallback._read
+
+    def spy(response, size: int) -> bytes:
+        asked.setdefault(response.url.rsplit("/", 1)[-1], []).append(size)
+        return real_read(response, size)
+
+    monkeypatch.setattr(fallback, "_read", spy)
+    fast = origin.add_file("/fast.bin", 48 * 1024 * 1024)
+    slow = origin.add_file("/slow.bin", 300_000, rate=200_000)  # 50 KB per 0.25 s: below MIN_READ
+    for name, data in (("fast.bin", fast), ("slow.bin", slow)):
+        handle = engine.start(transfer(origin, f"/{name}", tmp_path / name, size=len(data)))
+        status = wait_state(engine, handle, DONE, timeout=60)
+        assert status.state == COMPLETE, status
+        assert status.sha256 == sha(data)
+    assert asked["fast.bin"][0] == MIN_READ  # no rate known yet
+    assert 1024 * 1024 <= max(asked["fast.bin"]) <= MAX_READ
+    assert set(asked["slow.bin"]) == {MIN_READ}  # progress (and a pause) every 64 KiB

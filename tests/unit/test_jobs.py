@@ -100,7 +100,7 @@ def test_public_has_the_documented_fields_and_no_tokens() -> None:
     view = job.public()
     assert set(view) == {
         "id", "url", "type", "folder", "state", "label", "filename", "source", "engine",
-        "progress", "downloaded", "total", "rate", "eta", "sha256", "path", "error",
+        "progress", "downloaded", "total", "rate", "eta", "sha256", "hashing", "path", "error",
         "metadata", "request_id", "created", "updated",
     }
     assert not any("token" in key or "secret" in key for key in view)

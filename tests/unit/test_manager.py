@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,9 +146,9 @@ class World:
 
 
 def make_world(tmp: Path, engine: FakeEngine | None = None, resolver: FakeResolver | None = None,
-               layout: str = "default") -> World:
+               layout: str = "default", poll_interval: float = 0.05) -> World:
     settings = Settings(models_dir=tmp / "models", state_dir=tmp / "state", layout=layout,
-                        poll_interval=0.05, engine="requests")
+                        poll_interval=poll_interval, engine="requests")
     settings.models_dir.mkdir(parents=True, exist_ok=True)
     store = JobStore(settings.database_path)
     engine = engine or FakeEngine()
@@ -268,21 +269,27 @@ def test_completed_transfer_is_verified_and_filed(tmp_path: Path) -> None:
         assert (world.models / "lora" / "model.safetensors").read_bytes() == DATA
         assert world.model_files() == ["lora/model.safetensors"]
         assert not world.staging(job).exists()
-        assert job.sha256 == SHA
         assert job.path == "lora/model.safetensors"
         assert job.public()["progress"] == 1.0
         assert handle in world.engine.called("forget")
 
+        # no published hash and an engine that did not hash: the file is installed first,
+        # its SHA-256 follows in a `hashed` event
+        await world.until(lambda: not job.hashing, "the hash of the installed file")
+        assert job.sha256 == SHA
         statuses = world.statuses(job)
         assert statuses[0] == "started"
         assert "metadata" in statuses
-        assert statuses[-1] == "success"
+        assert statuses[-2:] == ["success", "hashed"]
         success = world.last(job, "success")
         assert success["id"] == 7  # the submitter's id
         assert success["data"] == {
             "status": "success", "state": "completed", "label": "model.safetensors",
-            "path": "lora/model.safetensors", "size": len(DATA), "sha256": SHA,
+            "path": "lora/model.safetensors", "size": len(DATA), "sha256": None,
             "already_present": False,
+        }
+        assert world.last(job, "hashed")["data"] == {
+            "status": "hashed", "state": "completed", "label": "model.safetensors", "sha256": SHA,
         }
         metadata = world.last(job, "metadata")
         assert metadata["data"]["info"] == {"host": "files.example"}
@@ -883,8 +890,58 @@ def test_restart_finishes_a_job_that_was_verifying(tmp_path: Path) -> None:
             recovered = world.manager.get(job.id)
             await world.state(recovered, State.COMPLETED)
             assert world.model_files() == ["lora/model.safetensors"]
+            await world.until(lambda: not recovered.hashing, "the hash of the installed file")
             assert recovered.sha256 == SHA
             assert world.staging_files() == []
+        finally:
+            await world.close()
+
+    asyncio.run(main())
+
+
+def _completed_while_hashing(world: World) -> Job:
+    """A job stored by an app that stopped after installing the file, before its hash was known."""
+    job = Job(id="00112233aacc", url=URL, model_type="lora", folder="lora", state=State.COMPLETED,
+              filename="model.safetensors", size=len(DATA), downloaded=len(DATA),
+              path="lora/model.safetensors", hashing=True)
+    world.store.save(job)
+    return job
+
+
+def test_restart_finishes_the_hash_of_an_installed_file(tmp_path: Path) -> None:
+    async def main() -> None:
+        world = make_world(tmp_path)
+        job = _completed_while_hashing(world)
+        (world.models / "lora").mkdir()
+        (world.models / "lora" / "model.safetensors").write_bytes(DATA)
+        try:
+            await world.manager.start()
+            recovered = world.manager.get(job.id)
+            await world.until(lambda: not recovered.hashing, "the hash of the installed file")
+            assert recovered.sha256 == SHA
+            assert recovered.state == State.COMPLETED
+            assert world.last(recovered, "hashed")["data"]["sha256"] == SHA
+            [stored] = world.store.load_all()
+            assert (stored.sha256, stored.hashing) == (SHA, False)
+        finally:
+            await world.close()
+
+    asyncio.run(main())
+
+
+def test_a_file_deleted_before_its_hash_leaves_the_job_completed_without_one(tmp_path: Path) -> None:
+    async def main() -> None:
+        world = make_world(tmp_path)
+        job = _completed_while_hashing(world)  # and the user deleted the file meanwhile
+        try:
+            await world.manager.start()
+            recovered = world.manager.get(job.id)
+            await world.until(lambda: not recovered.hashing, "the hash attempt")
+            assert recovered.state == State.COMPLETED
+            assert recovered.sha256 is None
+            assert world.last(recovered, "hashed")["data"]["sha256"] is None
+            [stored] = world.store.load_all()
+            assert stored.hashing is False
         finally:
             await world.close()
 
@@ -906,3 +963,38 @@ def test_restart_prepares_a_queued_job_again(tmp_path: Path) -> None:
             await world.close()
 
     asyncio.run(main())
+
+
+# -- when the poll runs -----------------------------------------------------------------------------
+
+
+def test_the_next_poll_comes_at_the_soonest_eta_but_never_later_than_the_interval(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        assert world.manager._next_poll_in() == 10.0  # nothing downloading
+        job, handle = await world.downloading()
+        world.engine.report(handle, ACTIVE, completed=len(DATA) // 2, speed=len(DATA) / 0.6)
+        await world.manager.poll_once()
+        assert job.eta == pytest.approx(0.3, abs=0.01)
+        assert world.manager._next_poll_in() == pytest.approx(0.35, abs=0.01)
+        world.engine.report(handle, ACTIVE, completed=len(DATA) // 2, speed=1.0)  # hours left
+        await world.manager.poll_once()
+        assert world.manager._next_poll_in() == 10.0
+
+    scenario(tmp_path, body, poll_interval=10.0)
+
+
+def test_an_engine_that_says_a_transfer_ended_wakes_the_poll_at_once(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        await world.manager.start()  # the poll loop, with an interval no test would wait for
+        job = await world.submit()
+        await world.handed_over(job)
+        polls = len(world.engine.called("poll"))
+        world.engine.finish(job.handle, DATA)
+        notifier = threading.Thread(target=world.engine.on_finish)  # engines call from their threads
+        notifier.start()
+        notifier.join()
+        await world.state(job, State.COMPLETED)
+        assert len(world.engine.called("poll")) == polls + 1
+        assert world.model_files() == ["lora/model.safetensors"]
+
+    scenario(tmp_path, body, poll_interval=3600.0)
