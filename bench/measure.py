@@ -71,10 +71,15 @@ def interleave(
     on_result: Callable[[str, int, object], None],
     pause: float = 0.3,
 ) -> None:
-    """Run each contender once per round; round r starts with contender r (mod n)."""
+    """Run each contender once per round, in an order that rotates and reverses every other
+    round (A B C, C B A, B C A, A C B, ...): each runs both before and after each other one, so
+    what a run leaves behind (freed page cache, a busy disk) does not always hit the same one."""
     names = list(contenders)
     for r in range(rounds):
-        order = names[r % len(names) :] + names[: r % len(names)]
+        shift = (r // 2) % len(names)
+        order = names[shift:] + names[:shift]
+        if r % 2:
+            order.reverse()
         for name in order:
             result = contenders[name]()
             on_result(name, r, result)

@@ -1,15 +1,17 @@
 """The fallback engine: plain `requests` on one connection, for machines without aria2c.
 
-A thread per transfer streams the body into the staging file, hashing as it
-goes, and resumes with a Range request after a dropped connection, a pause or a
-restart of the app. It answers poll() with the same statuses as the aria2
-engine, so the manager cannot tell them apart.
+A thread per transfer streams the body into the staging file (hashing it in a
+second thread when the source published a SHA-256 to check) and resumes with a
+Range request after a dropped connection, a pause or a restart of the app. It
+answers poll() with the same statuses as the aria2 engine, so the manager cannot
+tell them apart.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import queue
 import threading
 import time
 import uuid
@@ -71,7 +73,7 @@ class _Run:
 
 class RequestsEngine:
     name = "requests"
-    verifies_sha256 = False  # it hashes while streaming; the manager compares
+    verifies_sha256 = False  # it hashes a published one while streaming; the manager compares
     on_finish = None  # set by the manager
 
     def __init__(
@@ -273,16 +275,17 @@ class RequestsEngine:
         return size
 
     def _stream(self, run: _Run, response: requests.Response, have: int) -> None:
-        self._hash_prefix(run, have)
+        if run.transfer.sha256:
+            self._hash_prefix(run, have)
         run.completed = have
         run.samples.append((time.monotonic(), have))
-        with open(run.path, "r+b" if have else "wb") as handle:
+        with open(run.path, "r+b" if have else "wb") as handle, _HashingThread(run.hasher) as hasher:
             handle.seek(have)
             while chunk := _read(response, self._read_size(run)):
                 if run.stop:
                     raise _Stopped
                 handle.write(chunk)
-                run.hasher.update(chunk)
+                hasher.update(chunk)
                 run.completed += len(chunk)
                 run.hashed = run.completed
                 run.samples.append((time.monotonic(), run.completed))
@@ -308,10 +311,40 @@ class RequestsEngine:
                     run.hashed += len(block)
 
     def _finish(self, run: _Run, size: int) -> None:
-        self._hash_prefix(run, size)
         run.completed = size
         run.total = run.total or size
-        run.sha256 = run.hasher.hexdigest()
+        if run.transfer.sha256:
+            self._hash_prefix(run, size)
+            run.sha256 = run.hasher.hexdigest()
+
+
+class _HashingThread:
+    """Feeds a hash from a second thread, so hashing overlaps receiving and writing (hashlib
+    lets go of the GIL on big buffers). On exit every queued chunk is in the hash. With no
+    hash to feed (no published one to check), it does nothing."""
+
+    def __init__(self, digest: hashlib._Hash | None) -> None:
+        self._digest = digest
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=4)  # <= 4 reads in memory
+        self._thread = threading.Thread(target=self._run, daemon=True, name="sha256")
+
+    def __enter__(self) -> _HashingThread:
+        if self._digest is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._digest is not None:
+            self._chunks.put(None)
+            self._thread.join()
+
+    def update(self, chunk: bytes) -> None:
+        if self._digest is not None:
+            self._chunks.put(chunk)
+
+    def _run(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            self._digest.update(chunk)
 
 
 def _read(response: requests.Response, size: int) -> bytes:

@@ -40,8 +40,10 @@ def engine() -> Iterator[RequestsEngine]:
 
 
 def transfer(origin: Origin, path: str, directory: Path, size: int | None = None,
-             filename: str = "model.safetensors") -> Transfer:
-    return Transfer(urls=[origin.url(path)], directory=directory, filename=filename, size=size)
+             filename: str = "model.safetensors", sha256: str | None = None) -> Transfer:
+    """sha256: the hash a source published; only then does the engine hash while streaming."""
+    return Transfer(urls=[origin.url(path)], directory=directory, filename=filename, size=size,
+                    sha256=sha256)
 
 
 def wait_for(engine: RequestsEngine, handle: str, check, timeout: float = 15):
@@ -75,7 +77,7 @@ def resumed_from(range_header: str | None) -> int:
 
 def test_full_download(engine: RequestsEngine, origin: Origin, tmp_path: Path) -> None:
     data = origin.add_file("/m.safetensors", 700_001)
-    handle = engine.start(transfer(origin, "/m.safetensors", tmp_path / "stage"))
+    handle = engine.start(transfer(origin, "/m.safetensors", tmp_path / "stage", sha256=sha(data)))
     status = wait_state(engine, handle, DONE)
     assert status.state == COMPLETE
     assert status.completed == status.total == len(data)
@@ -87,7 +89,7 @@ def test_full_download(engine: RequestsEngine, origin: Origin, tmp_path: Path) -
 
 def test_empty_file(engine: RequestsEngine, origin: Origin, tmp_path: Path) -> None:
     origin.add_file("/empty.bin", data=b"")
-    handle = engine.start(transfer(origin, "/empty.bin", tmp_path, filename="empty.bin"))
+    handle = engine.start(transfer(origin, "/empty.bin", tmp_path, filename="empty.bin", sha256=sha(b"")))
     status = wait_state(engine, handle, DONE)
     assert status.state == COMPLETE
     assert status.sha256 == sha(b"")
@@ -97,7 +99,7 @@ def test_empty_file(engine: RequestsEngine, origin: Origin, tmp_path: Path) -> N
 def test_dropped_connection_resumes_with_a_range(engine: RequestsEngine, origin: Origin,
                                                  tmp_path: Path, backoffs: list[float]) -> None:
     data = origin.add_file("/drop.bin", 600_000, drop_after=250_000)
-    handle = engine.start(transfer(origin, "/drop.bin", tmp_path, size=len(data)))
+    handle = engine.start(transfer(origin, "/drop.bin", tmp_path, size=len(data), sha256=sha(data)))
     status = wait_state(engine, handle, DONE)
     assert status.state == COMPLETE, status
     ranges = gets(origin, "/drop.bin")
@@ -112,7 +114,7 @@ def test_dropped_connection_resumes_with_a_range(engine: RequestsEngine, origin:
 def test_server_ignoring_range_after_a_drop_still_gives_right_bytes(
         engine: RequestsEngine, origin: Origin, tmp_path: Path, backoffs: list[float]) -> None:
     data = origin.add_file("/norange.bin", 500_000, drop_after=200_000, accept_ranges=False)
-    handle = engine.start(transfer(origin, "/norange.bin", tmp_path))
+    handle = engine.start(transfer(origin, "/norange.bin", tmp_path, sha256=sha(data)))
     status = wait_state(engine, handle, DONE)
     assert status.state == COMPLETE, status
     ranges = gets(origin, "/norange.bin")
@@ -126,7 +128,7 @@ def test_server_ignoring_range_after_a_drop_still_gives_right_bytes(
 def test_pause_then_resume_continues_from_the_partial_file(
         engine: RequestsEngine, origin: Origin, tmp_path: Path) -> None:
     data = origin.add_file("/slow.bin", 400_000, rate=200_000)
-    handle = engine.start(transfer(origin, "/slow.bin", tmp_path, size=len(data)))
+    handle = engine.start(transfer(origin, "/slow.bin", tmp_path, size=len(data), sha256=sha(data)))
     wait_for(engine, handle, lambda s: s.state == ACTIVE and s.completed > 0)
     engine.pause(handle)
     paused = engine.poll([handle])[handle]
@@ -202,7 +204,7 @@ def test_pre_existing_partial_file_is_continued(engine: RequestsEngine, origin: 
                                                 tmp_path: Path) -> None:
     data = origin.add_file("/big.bin", 500_000)
     (tmp_path / "model.safetensors").write_bytes(data[:180_000])
-    handle = engine.start(transfer(origin, "/big.bin", tmp_path, size=len(data)))
+    handle = engine.start(transfer(origin, "/big.bin", tmp_path, size=len(data), sha256=sha(data)))
     status = wait_state(engine, handle, DONE)
     assert status.state == COMPLETE
     assert gets(origin, "/big.bin") == ["bytes=180000-"]
@@ -215,7 +217,7 @@ def test_pre_existing_partial_file_with_unknown_size(engine: RequestsEngine, ori
                                                      tmp_path: Path) -> None:
     data = origin.add_file("/big.bin", 300_000)
     (tmp_path / "model.safetensors").write_bytes(data[:1000])
-    handle = engine.start(transfer(origin, "/big.bin", tmp_path))
+    handle = engine.start(transfer(origin, "/big.bin", tmp_path, sha256=sha(data)))
     status = wait_state(engine, handle, DONE)
     assert status.state == COMPLETE
     assert status.total == len(data)
@@ -227,7 +229,7 @@ def test_complete_file_on_disk_is_only_hashed(engine: RequestsEngine, origin: Or
                                               tmp_path: Path) -> None:
     data = origin.add_file("/done.bin", 100_000)
     (tmp_path / "model.safetensors").write_bytes(data)
-    handle = engine.start(transfer(origin, "/done.bin", tmp_path, size=len(data)))
+    handle = engine.start(transfer(origin, "/done.bin", tmp_path, size=len(data), sha256=sha(data)))
     status = wait_state(engine, handle, DONE)
     assert status.state == COMPLETE
     assert status.sha256 == sha(data)
@@ -238,7 +240,7 @@ def test_complete_file_with_unknown_size_gets_416_and_finishes(
         engine: RequestsEngine, origin: Origin, tmp_path: Path) -> None:
     data = origin.add_file("/done.bin", 100_000)
     (tmp_path / "model.safetensors").write_bytes(data)
-    handle = engine.start(transfer(origin, "/done.bin", tmp_path))
+    handle = engine.start(transfer(origin, "/done.bin", tmp_path, sha256=sha(data)))
     status = wait_state(engine, handle, DONE)
     assert status.state == COMPLETE
     assert status.sha256 == sha(data)
@@ -250,7 +252,7 @@ def test_longer_file_on_disk_than_expected_is_fetched_again(
         engine: RequestsEngine, origin: Origin, tmp_path: Path) -> None:
     data = origin.add_file("/m.bin", 50_000)
     (tmp_path / "model.safetensors").write_bytes(b"x" * 80_000)
-    handle = engine.start(transfer(origin, "/m.bin", tmp_path, size=len(data)))
+    handle = engine.start(transfer(origin, "/m.bin", tmp_path, size=len(data), sha256=sha(data)))
     status = wait_state(engine, handle, DONE)
     assert status.state == COMPLETE
     assert (tmp_path / "model.safetensors").read_bytes() == data
@@ -273,7 +275,7 @@ def test_slots_limit_concurrent_transfers(origin: Origin, tmp_path: Path) -> Non
         second_data = origin.add_file("/quick.bin", 10_000)
         first = engine.start(transfer(origin, "/slow.bin", tmp_path / "a"))
         wait_for(engine, first, lambda s: s.state == ACTIVE and s.completed > 0)
-        second = engine.start(transfer(origin, "/quick.bin", tmp_path / "b"))
+        second = engine.start(transfer(origin, "/quick.bin", tmp_path / "b", sha256=sha(second_data)))
         time.sleep(0.3)  # room for the second to start, if the limit did not hold it
         assert engine.poll([second])[second].state == WAITING
         assert gets(origin, "/quick.bin") == []
@@ -327,10 +329,21 @@ def test_reads_are_big_on_a_fast_link_and_small_on_a_slow_one(
     fast = origin.add_file("/fast.bin", 48 * 1024 * 1024)
     slow = origin.add_file("/slow.bin", 300_000, rate=200_000)  # 50 KB per 0.25 s: below MIN_READ
     for name, data in (("fast.bin", fast), ("slow.bin", slow)):
-        handle = engine.start(transfer(origin, f"/{name}", tmp_path / name, size=len(data)))
+        handle = engine.start(transfer(origin, f"/{name}", tmp_path / name, size=len(data), sha256=sha(data)))
         status = wait_state(engine, handle, DONE, timeout=60)
         assert status.state == COMPLETE, status
         assert status.sha256 == sha(data)
     assert asked["fast.bin"][0] == MIN_READ  # no rate known yet
     assert 1024 * 1024 <= max(asked["fast.bin"]) <= MAX_READ
     assert set(asked["slow.bin"]) == {MIN_READ}  # progress (and a pause) every 64 KiB
+
+
+def test_a_plain_link_is_not_hashed_while_streaming(engine: RequestsEngine, origin: Origin,
+                                                    tmp_path: Path) -> None:
+    """No published hash, nothing to check: the manager hashes the installed file later."""
+    data = origin.add_file("/plain.bin", 300_000)
+    handle = engine.start(transfer(origin, "/plain.bin", tmp_path))
+    status = wait_state(engine, handle, DONE)
+    assert status.state == COMPLETE
+    assert status.sha256 is None
+    assert (tmp_path / "model.safetensors").read_bytes() == data
