@@ -273,6 +273,9 @@ class Manager:
         if old:
             old.cancel()
         task = asyncio.create_task(guarded(), name=f"job-{job.id}")
+        # a task cancelled before its first step never awaits `work`: close it, or Python
+        # warns "coroutine was never awaited" (e.g. at shutdown)
+        task.add_done_callback(lambda _: work.close())
         self._tasks[job.id] = task
 
     async def _prepare(self, job: Job, paused: bool = False) -> None:

@@ -9,6 +9,7 @@ tell them apart.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import queue
@@ -157,9 +158,9 @@ class RequestsEngine:
         return {"name": self.name, "version": requests.__version__, "connected": True}
 
     def close(self) -> None:
-        for run in list(self._runs.values()):
-            if run.state in (ACTIVE, WAITING):
-                self._stop(run, "pause")
+        for handle in list(self._runs):
+            with contextlib.suppress(KeyError):  # forgotten meanwhile
+                self.pause(handle)
 
     # -- the worker thread ---------------------------------------------------------------
 

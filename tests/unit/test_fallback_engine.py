@@ -347,3 +347,17 @@ def test_a_plain_link_is_not_hashed_while_streaming(engine: RequestsEngine, orig
     assert status.state == COMPLETE
     assert status.sha256 is None
     assert (tmp_path / "model.safetensors").read_bytes() == data
+
+
+def test_close_pauses_what_runs_and_keeps_its_bytes(origin: Origin, tmp_path: Path) -> None:
+    engine = RequestsEngine(max_active=1)
+    origin.add_file("/slow.bin", 1_000_000, rate=200_000)
+    origin.add_file("/next.bin", 1000)
+    running = engine.start(transfer(origin, "/slow.bin", tmp_path / "a"))
+    waiting = engine.start(transfer(origin, "/next.bin", tmp_path / "b"))  # no free slot yet
+    wait_for(engine, running, lambda s: s.completed > 0)
+    engine.close()
+    statuses = engine.poll([running, waiting])
+    assert statuses[running].state == PAUSED
+    assert statuses[waiting].state == PAUSED
+    assert 0 < (tmp_path / "a" / "model.safetensors").stat().st_size < 1_000_000

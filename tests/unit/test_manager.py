@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import json
 import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -998,3 +1000,16 @@ def test_an_engine_that_says_a_transfer_ended_wakes_the_poll_at_once(tmp_path: P
         assert world.model_files() == ["lora/model.safetensors"]
 
     scenario(tmp_path, body, poll_interval=3600.0)
+
+
+def test_stopping_before_a_job_ran_leaves_no_unawaited_work(tmp_path: Path) -> None:
+    async def main() -> None:
+        world = make_world(tmp_path)
+        await world.manager.submit({"url": URL, "type": "lora"})  # its task has not run a step yet
+        await world.close()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        asyncio.run(main())
+        gc.collect()
+    assert not [w for w in caught if "never awaited" in str(w.message)]
