@@ -51,8 +51,8 @@ ARIA2_VARIANTS: list[tuple[str, dict[str, str]]] = [
     ("stream-piece-selector", {"stream-piece-selector": "random"}),
 ]
 CHUNKS = [0, 64 * 1024, 256 * 1024, 1024 * 1024, 4 * 1024 * 1024]  # 0: adaptive, the default
-# not product code (bench/probe.py): what moving the hash to a thread, or read1(), would buy
-PROTOTYPES = [(1024 * 1024, "threaded-hash"), (4 * 1024 * 1024, "read1")]
+# the product path for a link with a published SHA-256: adaptive reads, hashed in a second thread
+HASHING = [(0, "hashing")]
 POLLS = [0.25, 0.5, 1.0, 2.0]
 
 
@@ -168,10 +168,10 @@ def tune_chunks(web: Nginx, ws: Workspace, args: argparse.Namespace, rounds: int
         ("cdn", "small.bin", args.small, cdn_rounds),
     ):
         contenders = [curl_contender(web, origin, filename, ws.downloads)]
-        variants = [(chunk, "engine") for chunk in CHUNKS] + PROTOTYPES
+        variants = [(chunk, "engine") for chunk in CHUNKS] + HASHING
         for chunk, variant in variants:
             key = (f"{chunk // 1024}K" if chunk else "adaptive (current)") + (
-                "" if variant == "engine" else f" {variant}"
+                "" if variant == "engine" else ", hashing while streaming (published SHA-256)"
             )
             contenders.append(_probe_contender(web, origin, filename, ws.downloads, chunk, variant, key))
         scenario = Scenario(f"chunks-{origin}", origin, origin, filename, size, 1, contenders)
