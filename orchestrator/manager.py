@@ -282,7 +282,9 @@ class Manager:
         """Resolve the link, check the target, hand the transfer to the engine."""
         self._set_state(job, State.RESOLVING)
         credentials = self._credentials.get(job.id, Credentials())
-        resolved = await asyncio.to_thread(self.resolve, job.url, credentials)
+        # bytes on disk belong to the version first resolved, even if a branch moved since
+        url = sources.pin(job.url, job.metadata) if self._has_staged_bytes(job) else job.url
+        resolved = await asyncio.to_thread(self.resolve, url, credentials)
         first_time = job.filename is None
         job.filename = job.name or (
             files.sanitize_filename(resolved.filename)
@@ -332,6 +334,9 @@ class Manager:
                 job.handle = await start
             raise
 
+    def _staged(self, job: Job) -> Path:
+        return files.staging_dir(self.settings.models_dir, job.id) / (job.filename or "")
+
     def _target(self, job: Job) -> Path:
         assert job.filename
         return files.model_folder(self.settings.models_dir, job.folder) / job.filename
@@ -371,7 +376,7 @@ class Manager:
         if job.handle:
             await self._engine_call(self.engine.forget, job.handle)
             job.handle = None
-        staged = files.staging_dir(self.settings.models_dir, job.id) / (job.filename or "")
+        staged = self._staged(job)
         if not job.filename or not staged.is_file():
             raise OrchestratorError(
                 "download_failed", "The downloaded file is missing from the staging folder."
@@ -586,7 +591,7 @@ class Manager:
         )
 
     def _has_staged_bytes(self, job: Job) -> bool:
-        staged = files.staging_dir(self.settings.models_dir, job.id) / (job.filename or "")
+        staged = self._staged(job)
         return bool(job.filename) and staged.is_file() and staged.stat().st_size > 0
 
     async def _drop_bad_bytes(self, job: Job) -> None:

@@ -4,7 +4,8 @@ Each source module offers `matches(url) -> bool` and
 `resolve(url, credentials) -> Resolved`; the first that matches wins, and
 `direct` matches every http(s) link. Sources never write to disk.
 A service source may also offer `parse(url)` (raises for a link of its own it
-cannot use), `KNOWS_MODEL_TYPE` (type "auto" works) and `sidecars(metadata)`.
+cannot use), `KNOWS_MODEL_TYPE` (type "auto" works), `sidecars(metadata)` and
+`pin(url, metadata)` (the link to the exact version a download began with).
 """
 
 from __future__ import annotations
@@ -89,6 +90,15 @@ def sidecars(name: str | None, metadata: dict[str, Any]) -> list[tuple[str, byte
         if name == source.NAME and hasattr(source, "sidecars"):
             return source.sidecars(metadata)
     return []
+
+
+def pin(url: str, metadata: dict[str, Any]) -> str:
+    """The link to exactly the file a download began with, to continue it: a link that names
+    a branch may point to other bytes by now (Hugging Face). Other links already name one file."""
+    for source in SOURCES:
+        if source.matches(url):
+            return source.pin(url, metadata) if hasattr(source, "pin") else url
+    return url
 
 
 def resolve(url: str, credentials: Credentials, block_private: bool = False) -> Resolved:

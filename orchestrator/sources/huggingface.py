@@ -12,8 +12,10 @@ extension, e.g. `stabilityai/sdxl-vae/sdxl_vae.safetensors` (revision main).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import requests
@@ -33,6 +35,7 @@ _SHORTHAND = re.compile(
     r"(?:(?P<kind>datasets|spaces)/)?(?P<repo>[A-Za-z0-9][\w-]*/[\w.-]+)(?:@(?P<rev>[^/]+))?/(?P<path>.*\.\w+)"
 )
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,16 @@ def _short(text: str) -> Link:
         raise _not_a_file()
     kind = _KINDS.get(found["kind"] or "", "model")
     return Link(kind, found["repo"], unquote(found["rev"] or "main"), found["path"])
+
+
+def pin(url: str, metadata: dict[str, Any]) -> str:
+    """The resolve link at the commit the download began with (X-Repo-Commit), so continuing
+    it after the branch moved fetches the same bytes; the Hub keeps every commit readable."""
+    commit = metadata.get("commit")
+    if not isinstance(commit, str) or not _COMMIT.fullmatch(commit):
+        return url
+    link = dataclasses.replace(parse(url), revision=commit)
+    return endpoint() + link.resolve_path()
 
 
 def _not_a_file() -> OrchestratorError:

@@ -35,7 +35,8 @@ class Repo:
     gated: bool = False
     granted: bool = True  # the test token may read it (private) / accepted its terms (gated)
     revisions: dict[str, str] = field(default_factory=lambda: {"main": "a" * 40})
-    files: dict[str, Entry] = field(default_factory=dict)
+    files: dict[str, Entry] = field(default_factory=dict)  # at the newest commit
+    snapshots: dict[str, dict[str, Entry]] = field(default_factory=dict)  # older commits' files
 
 
 class FakeHub(Service):
@@ -57,6 +58,16 @@ class FakeHub(Service):
             entry.key = self.storage.put(data, path.rsplit("/", 1)[-1])
         self.repos[(kind, name)].files[path] = entry
         return data
+
+    def push(self, name: str, path: str, data: bytes, kind: str = "model") -> str:
+        """A new commit on main that changes one file; the old commit stays readable, as on the Hub."""
+        repo = self.repos[(kind, name)]
+        old = repo.revisions["main"]
+        repo.snapshots[old] = dict(repo.files)
+        new = hashlib.sha1(old.encode() + path.encode() + data).hexdigest()
+        self.add_file(name, path, data, kind=kind)
+        repo.revisions["main"] = new
+        return new
 
     def resolves(self) -> list[Request]:
         return [r for r in self.requests if "/resolve/" in r.path]
@@ -85,10 +96,11 @@ class FakeHub(Service):
         assert repo is not None
         if repo.gated and not (token and repo.granted):
             return _gated(repo, token)
-        commit = repo.revisions.get(revision) or (revision if revision in repo.revisions.values() else None)
+        known = {*repo.revisions.values(), *repo.snapshots}
+        commit = repo.revisions.get(revision) or (revision if revision in known else None)
         if commit is None:
             return _error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
-        entry = repo.files.get(path)
+        entry = repo.snapshots.get(commit, repo.files).get(path)
         if entry is None:
             return _error(404, "EntryNotFound", "Entry not found")
         return self._file(request, entry, commit, path)

@@ -112,3 +112,25 @@ def test_hub_refusals_fail_with_a_reason_and_leave_nothing(shared, url, token, c
     assert server.model_files() == []
     assert server.staging_files() == []
     assert world.hf_storage.requests == []
+
+
+def test_a_download_continued_after_the_branch_moved_keeps_its_commit(world: World, server_factory):
+    old = blob(8 * MiB, 11)
+    world.hub.add_repo("acme/moving")
+    world.hub.add_file("acme/moving", "model.safetensors", old)
+    world.hf_storage.rate = 256 * 1024
+    server = server_factory(env=world.env)
+    job = server.submit("acme/moving/model.safetensors", "checkpoint")
+    server.wait_until(job["id"], lambda j: j["downloaded"] >= MiB)
+    new_commit = world.hub.push("acme/moving", "model.safetensors", blob(8 * MiB, 12))  # main moves on
+    world.hf_storage.expire()  # and the signed URL dies: the link must be resolved again
+    world.hf_storage.rate = None
+    done = server.wait_for(job["id"], {"completed", "failed"}, timeout=120)
+
+    assert done["state"] == "completed", (done["error"], server.log()[-6000:])
+    assert (server.models / "checkpoint" / "model.safetensors").read_bytes() == old
+    assert done["sha256"] == hashlib.sha256(old).hexdigest()
+    first, again = [r.path for r in world.hub.resolves()]
+    assert "/resolve/main/" in first
+    assert f"/resolve/{'a' * 40}/" in again and new_commit not in again  # pinned to the first commit
+    assert world.hf_storage.expired_requests(), "aria2 met the expired URL"

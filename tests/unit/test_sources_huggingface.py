@@ -111,6 +111,21 @@ def test_resolve_path_encodes_revision_and_path() -> None:
     assert link.resolve_path() == "/datasets/acme/x/resolve/refs%2Fpr%2F1/a%20b/c.bin"
 
 
+def test_pin_names_the_commit_a_download_began_with(monkeypatch) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", "https://huggingface.co")
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    pinned = sources.pin("hf://datasets/acme/x@v1/a b/c.bin", {"commit": commit})
+    assert pinned == f"https://huggingface.co/datasets/acme/x/resolve/{commit}/a%20b/c.bin"
+    assert huggingface.parse(pinned) == Link("dataset", "acme/x", commit, "a b/c.bin")
+    # nothing to pin to: the link stays as it was
+    for metadata in ({}, {"commit": None}, {"commit": "main"}, {"commit": "../../x" * 6}):
+        assert sources.pin("acme/x/c.bin", metadata) == "acme/x/c.bin"
+    # other sources' links already name one file
+    assert sources.pin("https://files.example/m.safetensors", {"commit": commit}) == (
+        "https://files.example/m.safetensors"
+    )
+
+
 # -- the HEAD --------------------------------------------------------------------------------------
 
 
