@@ -1,6 +1,6 @@
 # make run        start the app with its own aria2c (the embedded default)
 # make test       run the whole test suite
-# make lint       ruff
+# make lint       ruff format --check, ruff check and mypy
 # make supervise  run aria2c and the app under supervisord (supervisord.conf)
 # make bench      measure speed against raw aria2c and curl (see docs/BENCHMARKS.md)
 #
@@ -45,7 +45,9 @@ test: $(STAMP)
 	$(BIN)/pytest $(ARGS)
 
 lint: $(STAMP)
+	$(BIN)/ruff format --check orchestrator tests bench
 	$(BIN)/ruff check orchestrator tests bench
+	$(BIN)/mypy
 
 supervise: $(STAMP)
 	$(call apt_ensure,aria2c:aria2 supervisord:supervisor,supervisord is required for this target.)

@@ -60,11 +60,16 @@ def run_server(settings: Settings) -> None:
         settings = replace(settings, access_token=new_access_token())
     logging.getLogger("uvicorn.access").addFilter(RedactTokens())
     _announce(settings)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level=settings.log_level, timeout_graceful_shutdown=5,
-                # frames up to 1 MiB reach the app, which answers anything over 64 KiB
-                # with an error instead of dropping the connection
-                ws_max_size=1024 * 1024)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=5,
+        # frames up to 1 MiB reach the app, which answers anything over 64 KiB
+        # with an error instead of dropping the connection
+        ws_max_size=1024 * 1024,
+    )
 
 
 def _announce(settings: Settings) -> None:

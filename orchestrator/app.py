@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from . import __version__
+from . import __version__, messages
 from .config import STAGING_FOLDER, Settings
 from .engines import EngineChoice, choose_engine
 from .errors import OrchestratorError
@@ -77,6 +77,9 @@ def create_app(settings: Settings, choice: EngineChoice | None = None) -> Starle
     async def types(request: Request) -> Response:
         return JSONResponse({"layout": settings.layout, "types": manager().types()})
 
+    async def vocabulary(request: Request) -> Response:
+        return JSONResponse(manager().vocabulary())
+
     async def list_downloads(request: Request) -> Response:
         return JSONResponse({"jobs": manager().snapshot()})
 
@@ -120,6 +123,7 @@ def create_app(settings: Settings, choice: EngineChoice | None = None) -> Starle
     routes = [
         Route("/api/health", health),
         Route("/api/types", types),
+        Route("/api/vocabulary", vocabulary),
         Route("/api/models", installed_models),
         Route("/api/downloads", list_downloads, methods=["GET"]),
         Route("/api/downloads", create_download, methods=["POST"]),
@@ -144,11 +148,11 @@ async def _running(
     settings: Settings, choice: EngineChoice | None, state: dict[str, Any]
 ) -> AsyncIterator[None]:
     """The engine, the manager and the daemon watchdog, for the life of the server."""
-    picked = choice or await asyncio.to_thread(choose_engine, settings)
+    picked = choice if choice is not None else await asyncio.to_thread(choose_engine, settings)
     hub = Hub()
     manager = Manager(settings, JobStore(settings.database_path), picked.engine, hub)
     await manager.start()
-    manager.engine_info.update(fallback=picked.engine.name != "aria2", hint=picked.hint)
+    manager.health.describe_choice(fallback=picked.engine.name != "aria2", hint=picked.hint)
     state.update(manager=manager, hub=hub, choice=picked)
     watchdog = asyncio.create_task(_watch_daemon(picked, manager))
     log.info("serving on http://%s:%s with the %s engine", settings.host, settings.port, picked.engine.name)
@@ -164,6 +168,7 @@ async def _running(
 
 def strict_json(raw: str | bytes) -> Any:
     """json.loads that refuses NaN and Infinity, which no browser could read back."""
+
     def refuse(constant: str) -> None:
         raise ValueError(f"{constant} is not JSON")
 
@@ -191,12 +196,7 @@ async def _watch_daemon(choice: EngineChoice, manager: Manager) -> None:
         await asyncio.sleep(DAEMON_CHECK_SECONDS)
         try:
             if await asyncio.to_thread(choice.daemon.ensure_running):
-                manager.hub.publish(
-                    {
-                        "type": "engine",
-                        "data": {**manager.engine_info, "message": "aria2c stopped and was restarted"},
-                    }
-                )
+                manager.health.announce("aria2c stopped and was restarted")
         except Exception:
             log.exception("could not restart aria2c")
 
@@ -229,17 +229,7 @@ async def _serve_socket(socket: WebSocket, manager: Manager, hub: Hub, settings:
     await socket.accept()
     subscription = hub.subscribe()
     subscription.put(
-        json.dumps(
-            {
-                "type": "hello",
-                "data": {
-                    "engine": manager.engine_info,
-                    "jobs": manager.snapshot(),
-                    "types": manager.types(),
-                    "layout": settings.layout,
-                },
-            }
-        )
+        json.dumps(messages.hello(manager.engine_info, manager.snapshot(), manager.vocabulary()))
     )
     sender = asyncio.create_task(_pump(socket, subscription))
     try:
@@ -264,61 +254,45 @@ async def _pump(socket: WebSocket, subscription: Any) -> None:
             await socket.send_text(await subscription.get())
 
 
-async def _handle_frame(manager: Manager, message: dict[str, Any]) -> dict[str, Any] | None:
+async def _handle_frame(manager: Manager, message: Mapping[str, Any]) -> dict[str, Any] | None:
     raw = message.get("text")
     if raw is None:
         raw = message.get("bytes") or b""
     size = len(raw.encode() if isinstance(raw, str) else raw)
     if size > MAX_MESSAGE_BYTES:
-        return _socket_error(None, OrchestratorError("message_too_large", "That message is too large."))
+        return messages.error_reply(
+            None, OrchestratorError("message_too_large", "That message is too large.")
+        )
     try:
         data = strict_json(raw)
     except ValueError:  # bad JSON, bad UTF-8, NaN
-        return _socket_error(None, OrchestratorError("invalid_json", "That message is not valid JSON."))
+        return messages.error_reply(
+            None, OrchestratorError("invalid_json", "That message is not valid JSON.")
+        )
     if not isinstance(data, dict):
-        return _socket_error(None, OrchestratorError("invalid_message", "A message must be a JSON object."))
+        return messages.error_reply(
+            None, OrchestratorError("invalid_message", "A message must be a JSON object.")
+        )
     try:
         return await _dispatch(manager, data)
     except OrchestratorError as error:
         if data.get("type") == "download":
-            return {
-                "type": "download",
-                "id": data.get("id"),
-                "job": None,
-                "data": {"status": "error", **error.as_dict()},
-            }
-        return _socket_error(data.get("id"), error)
+            return messages.download_refused(data.get("id"), error)
+        return messages.error_reply(data.get("id"), error)
 
 
 async def _dispatch(manager: Manager, data: dict[str, Any]) -> dict[str, Any] | None:
     kind = data.get("type")
     payload = data.get("data")
     if kind == "ping":
-        return {"type": "pong", "id": data.get("id")}
+        return messages.pong(data.get("id"))
     if kind == "download":
         job, created = await manager.submit(payload, request_id=data.get("id"))
-        if created:
-            return None  # the job's own events, sent to everyone, answer this
-        return {
-            "type": "download",
-            "id": data.get("id"),
-            "job": job.id,
-            "data": {
-                "status": "started",
-                "state": job.state.value,
-                "label": job.public()["label"],
-                "url": job.url,
-                "type": job.model_type,
-                "existing": True,
-            },
-        }
+        # a new job's own events, sent to everyone, answer this
+        return None if created else messages.existing_job(data.get("id"), job)
     if kind in ACTIONS:
         job_id = payload.get("job") if isinstance(payload, dict) else None
         await getattr(manager, kind)(job_id)
         return None  # the state change is published to everyone
     known = ", ".join(("download", *ACTIONS, "ping"))
     raise OrchestratorError("unknown_message", f"Unknown message type {str(kind)[:40]!r}; known: {known}.")
-
-
-def _socket_error(request_id: Any, error: OrchestratorError) -> dict[str, Any]:
-    return {"type": "error", "id": request_id, "data": error.as_dict()}

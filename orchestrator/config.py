@@ -128,10 +128,16 @@ _FLAGS: dict[str, tuple[str, str | None, str]] = {
     "max-active": ("ORCHESTRATOR_MAX_ACTIVE", "5", "downloads at once (fallback; own aria2c)"),
     "log-level": ("ORCHESTRATOR_LOG_LEVEL", "info", "debug | info | warning | error"),
     "token": ("ORCHESTRATOR_TOKEN", None, "access token for the page and API (default: generated at start)"),
-    "block-private": ("ORCHESTRATOR_BLOCK_PRIVATE", "auto",
-                      "refuse downloads from private/loopback addresses: auto (when exposed) | on | off"),
-    "sidecars": ("ORCHESTRATOR_SIDECARS", "on",
-                 "write <name>.civitai.json and <name>.preview.<ext> beside CivitAI models: on | off"),
+    "block-private": (
+        "ORCHESTRATOR_BLOCK_PRIVATE",
+        "auto",
+        "refuse downloads from private/loopback addresses: auto (when exposed) | on | off",
+    ),
+    "sidecars": (
+        "ORCHESTRATOR_SIDECARS",
+        "on",
+        "write <name>.civitai.json and <name>.preview.<ext> beside CivitAI models: on | off",
+    ),
 }
 
 
@@ -146,8 +152,13 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     """Build Settings from parsed flags, checking each value so a typo fails at start."""
     values = vars(args)
 
-    def pick(name: str) -> str | None:
-        return values.get(name.replace("-", "_"), _FLAGS[name][1])
+    def optional(name: str) -> str | None:
+        value = values.get(name.replace("-", "_"), _FLAGS[name][1])
+        return None if value is None else str(value)
+
+    def pick(name: str) -> str:
+        value = optional(name)
+        return value if value is not None else str(_FLAGS[name][1] or "")
 
     engine = pick("engine")
     layout = pick("layout")
@@ -174,12 +185,12 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         state_dir=Path(pick("state-dir")).expanduser().absolute(),
         engine=engine,
         aria2_rpc_url=pick("aria2-rpc-url"),
-        aria2_secret=pick("aria2-secret") or None,
+        aria2_secret=optional("aria2-secret") or None,
         layout=layout,
         poll_interval=max(0.1, poll),
         max_active=max(1, max_active),
         log_level=pick("log-level"),
-        access_token=pick("token") or None,
+        access_token=optional("token") or None,
         block_private=pick("block-private"),
         sidecars=SWITCHES[sidecars],
     )

@@ -176,16 +176,16 @@ def _place(source: Path, target: Path, overwrite: bool) -> None:
     try:
         os.link(source, target)
     except FileExistsError:
-        raise _exists(target) from None
+        raise exists_error(target) from None
     except PermissionError:
         # Some file systems (FAT, certain FUSE mounts) have no hard links; a
         # check-then-rename is the best they allow.
         if target.exists():
-            raise _exists(target) from None
+            raise exists_error(target) from None
         os.rename(source, target)
 
 
-def _exists(target: Path) -> OrchestratorError:
+def exists_error(target: Path) -> OrchestratorError:
     return OrchestratorError(
         "file_exists",
         f"{target.name} already exists in {target.parent.name}/ and is a different file; "

@@ -29,49 +29,39 @@ class State(StrEnum):
     CANCELLED = "cancelled"
 
 
-_ANY_ACTIVE = {State.QUEUED, State.RESOLVING, State.DOWNLOADING, State.PAUSED}
-TRANSITIONS: dict[State, set[State]] = {
+# Every state change goes through Job.move_to, which refuses a move this table lacks; the
+# table holds exactly the moves the pipeline makes (tests/unit/test_transitions.py drives
+# each one and fails on an entry nothing uses).
+TRANSITIONS: dict[State, frozenset[State]] = {
     # queued: waiting to be resolved, or waiting in the engine's queue
-    State.QUEUED: {
-        State.RESOLVING,
-        State.DOWNLOADING,
-        State.PAUSED,
-        State.VERIFYING,
-        State.FAILED,
-        State.CANCELLED,
-    },
-    State.RESOLVING: {
-        State.QUEUED,
-        State.DOWNLOADING,
-        State.PAUSED,
-        State.VERIFYING,
-        State.COMPLETED,
-        State.FAILED,
-        State.CANCELLED,
-    },
-    State.DOWNLOADING: {
-        State.QUEUED,
-        State.RESOLVING,
-        State.PAUSED,
-        State.VERIFYING,
-        State.FAILED,
-        State.CANCELLED,
-    },
-    State.PAUSED: {
-        State.QUEUED,
-        State.RESOLVING,
-        State.DOWNLOADING,
-        State.VERIFYING,
-        State.FAILED,
-        State.CANCELLED,
-    },
-    State.VERIFYING: {State.COMPLETED, State.FAILED},
-    State.COMPLETED: set(),
-    State.FAILED: {State.QUEUED, State.CANCELLED},
-    State.CANCELLED: {State.QUEUED},
+    State.QUEUED: frozenset(
+        {State.RESOLVING, State.DOWNLOADING, State.PAUSED, State.VERIFYING, State.FAILED, State.CANCELLED}
+    ),
+    State.RESOLVING: frozenset(
+        {State.QUEUED, State.PAUSED, State.VERIFYING, State.COMPLETED, State.FAILED, State.CANCELLED}
+    ),
+    State.DOWNLOADING: frozenset(
+        {State.QUEUED, State.RESOLVING, State.PAUSED, State.VERIFYING, State.FAILED, State.CANCELLED}
+    ),
+    State.PAUSED: frozenset(
+        {State.QUEUED, State.RESOLVING, State.DOWNLOADING, State.VERIFYING, State.FAILED, State.CANCELLED}
+    ),
+    State.VERIFYING: frozenset({State.COMPLETED, State.FAILED}),
+    State.COMPLETED: frozenset(),
+    State.FAILED: frozenset({State.QUEUED, State.CANCELLED}),
+    State.CANCELLED: frozenset({State.QUEUED}),
 }
-ACTIVE_STATES = frozenset(_ANY_ACTIVE | {State.VERIFYING})
+ACTIVE_STATES = frozenset({State.QUEUED, State.RESOLVING, State.DOWNLOADING, State.PAUSED, State.VERIFYING})
 FINISHED_STATES = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED})
+
+# What a person may do to a job in each state: the server enforces it, and each job's public
+# form lists it (`actions`), so the page and the CLI keep no copy of their own.
+ACTIONS: dict[str, frozenset[State]] = {
+    "pause": frozenset({State.QUEUED, State.DOWNLOADING}),  # ...once the engine has the transfer
+    "resume": frozenset({State.PAUSED}),
+    "cancel": frozenset({State.QUEUED, State.RESOLVING, State.DOWNLOADING, State.PAUSED, State.FAILED}),
+    "retry": frozenset({State.FAILED, State.CANCELLED}),
+}
 
 
 def new_job_id() -> str:
@@ -122,6 +112,25 @@ class Job:
         self.state = new
         self.updated = time.time()
 
+    def allows(self, action: str) -> bool:
+        """True when `action` (pause, resume, cancel, retry) fits this job now."""
+        if self.state not in ACTIONS[action]:
+            return False
+        return action != "pause" or self.handle is not None
+
+    def refuse(self, action: str) -> OrchestratorError:
+        return OrchestratorError(
+            "invalid_state", f"A {self.state.value} download cannot be {_PAST[action]}.", 409
+        )
+
+    @property
+    def label(self) -> str:
+        return self.filename or self.name or self.url
+
+    @property
+    def actions(self) -> list[str]:
+        return [action for action in ACTIONS if self.allows(action)]
+
     @property
     def active(self) -> bool:
         return self.state in ACTIVE_STATES
@@ -142,7 +151,7 @@ class Job:
             "type": self.model_type,
             "folder": self.folder,
             "state": self.state.value,
-            "label": self.filename or self.name or self.url,
+            "label": self.label,
             "filename": self.filename,
             "source": self.source,
             "engine": self.engine,
@@ -156,12 +165,14 @@ class Job:
             "path": self.path,
             "error": ({"code": self.error_code, "message": self.error_message} if self.error_code else None),
             "metadata": self.metadata,
+            "actions": self.actions,
             "request_id": self.request_id,
             "created": self.created,
             "updated": self.updated,
         }
 
 
+_PAST = {"pause": "paused", "resume": "resumed", "cancel": "cancelled", "retry": "retried"}
 _LIVE_ONLY = ("rate", "eta")
 LOCK_FILE = "manager.lock"
 

@@ -59,8 +59,9 @@ class RedactTokens(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(_TOKEN_IN_QUERY.sub(r"\1[redacted]", a) if isinstance(a, str) else a
-                                for a in record.args)
+            record.args = tuple(
+                _TOKEN_IN_QUERY.sub(r"\1[redacted]", a) if isinstance(a, str) else a for a in record.args
+            )
         return True
 
 
@@ -97,14 +98,19 @@ class AccessGuard:
             return ("forbidden_origin", "Requests from other web sites are not allowed.", 403)
         local = self.bound_to_loopback and is_loopback(_hostname(host))
         if not local and not authenticated:
-            return ("unauthorized", "This server needs its access token: open the link printed "
-                    "when it started, or send 'Authorization: Bearer <token>'.", 401)
+            return (
+                "unauthorized",
+                "This server needs its access token: open the link printed "
+                "when it started, or send 'Authorization: Bearer <token>'.",
+                401,
+            )
         return None
 
     def _authenticated(self, headers: dict[str, str]) -> bool:
         bearer = headers.get("authorization", "")
         if bearer.lower().startswith("bearer ") and hmac.compare_digest(
-                bearer[7:].strip().encode(), self.token.encode()):
+            bearer[7:].strip().encode(), self.token.encode()
+        ):
             return True
         cookie = SimpleCookie()
         try:
@@ -112,7 +118,7 @@ class AccessGuard:
         except Exception:  # a malformed Cookie header is simply no session
             return False
         value = cookie.get(COOKIE)
-        return bool(value) and hmac.compare_digest(value.value.encode(), self.session.encode())
+        return value is not None and hmac.compare_digest(value.value.encode(), self.session.encode())
 
     def _login_link(self, scope: Scope) -> bool:
         if scope["type"] != "http" or scope.get("method") != "GET":
@@ -139,19 +145,32 @@ async def _redirect_with_cookie(scope: Scope, send: Send, session: str) -> None:
     query = {k: v for k, v in parse_qs(scope.get("query_string", b"").decode()).items() if k != "token"}
     location = scope.get("path", "/") + (f"?{urlencode(query, doseq=True)}" if query else "")
     cookie = f"{COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict"
-    await send({"type": "http.response.start", "status": 303, "headers": [
-        (b"location", location.encode()), (b"set-cookie", cookie.encode()),
-        (b"cache-control", b"no-store"), (b"content-length", b"0")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 303,
+            "headers": [
+                (b"location", location.encode()),
+                (b"set-cookie", cookie.encode()),
+                (b"cache-control", b"no-store"),
+                (b"content-length", b"0"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": b""})
 
 
-async def _refuse(scope: Scope, receive: Receive, send: Send, code: str, message: str,
-                  status: int) -> None:
+async def _refuse(scope: Scope, receive: Receive, send: Send, code: str, message: str, status: int) -> None:
     if scope["type"] == "websocket":
         await receive()  # the websocket.connect event
         await send({"type": "websocket.close", "code": 1008, "reason": code})
         return
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

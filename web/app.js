@@ -7,6 +7,7 @@ import { JobList, displayLabel } from "./jobs.js";
 import { InstalledModels } from "./models.js";
 import { LiveSocket } from "./socket.js";
 import { savedTokenFields, setupTokens } from "./tokens.js";
+import { maxUrlLength, setVocabulary } from "./vocabulary.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -155,7 +156,7 @@ function send(message) {
 }
 
 function submitDownload() {
-  const check = checkUrl(ui.url.value);
+  const check = checkUrl(ui.url.value, maxUrlLength());
   if (!check.ok) {
     showUrlError(check.message);
     ui.url.focus();
@@ -205,6 +206,7 @@ function sendAction(action, jobId) {
 // ---------- receiving ----------
 
 function onHello(data) {
+  setVocabulary(data.vocabulary);
   showEngine(data.engine);
   if (!setTypes(data.types) && !state.types.length) loadTypesOverRest();
   jobs.replaceAll(data.jobs);

@@ -4,7 +4,6 @@
 
 import { copyText, el, setAttr, setText, show } from "./dom.js";
 import {
-  ACTION_STATES,
   FINISHED_STATES,
   STATE_TEXT,
   formatBytes,
@@ -13,9 +12,9 @@ import {
   humanKey,
   nameFromUrl,
   safeHttpUrl,
-  sourceText,
   toPercent,
 } from "./format.js";
+import { civitaiModelPage, sourceText } from "./vocabulary.js";
 
 const ACTION_TEXT = { pause: "Pause", resume: "Resume", cancel: "Cancel", retry: "Retry" };
 const ACTION_ORDER = ["pause", "resume", "cancel", "retry"];
@@ -24,7 +23,7 @@ const BUSY_LIMIT = 6000;
 // Fields a job object or event may carry that the card keeps.
 const JOB_FIELDS = [
   "url", "type", "folder", "state", "label", "filename", "source", "engine", "progress",
-  "downloaded", "total", "rate", "eta", "sha256", "path", "created", "updated", "size",
+  "downloaded", "total", "rate", "eta", "sha256", "path", "created", "updated", "size", "actions",
 ];
 // Metadata fields shown in their own way, or never shown.
 const META_SPECIAL = new Set([
@@ -406,10 +405,14 @@ export class JobList {
     let lostFocus = false;
     for (const action of ACTION_ORDER) {
       const button = buttons[action];
-      const visible = ACTION_STATES[action].has(state);
+      // the server says what fits the job now; the page keeps no rules of its own
+      const visible = Array.isArray(job.actions) && job.actions.includes(action);
       if (!visible && focused === button) lostFocus = true;
       show(button, visible);
-      setAttr(button, "aria-label", `${ACTION_TEXT[action]} ${label}`);
+      // cancelling a failed job only removes the partial data it kept for a retry
+      const text = action === "cancel" && state === "failed" ? "Discard" : ACTION_TEXT[action];
+      setText(button, text);
+      setAttr(button, "aria-label", `${text} ${label}`);
     }
     if (previousState !== state && card.busy) this.markBusy(card.id, card.busy, false);
     if (lostFocus) {
@@ -452,10 +455,11 @@ export class JobList {
     if (isText(info.version_name)) add("Version", info.version_name);
     if (isText(info.base_model)) add("Base model", info.base_model);
     const modelId = Number(info.model_id);
-    if (Number.isSafeInteger(modelId) && modelId > 0) {
-      const page = new URL(`https://civitai.com/models/${modelId}`);
-      const versionId = Number(info.version_id);
-      if (Number.isSafeInteger(versionId) && versionId > 0) page.searchParams.set("modelVersionId", String(versionId));
+    const versionId = Number(info.version_id);
+    const page = Number.isSafeInteger(modelId) && modelId > 0
+      ? civitaiModelPage(modelId, Number.isSafeInteger(versionId) && versionId > 0 ? versionId : null)
+      : null;
+    if (page) {
       const link = el("a", { href: page.href, target: "_blank", rel: "noopener noreferrer", text: "Open on CivitAI" });
       list.append(el("div", {}, [el("dt", { text: "Page" }), el("dd", {}, [link])]));
     }

@@ -40,7 +40,8 @@ SERVER_HELP = "the running server (default: http://ORCHESTRATOR_HOST:ORCHESTRATO
 
 def register(commands: Any) -> None:
     """Add the subcommands to `orchestrator`'s subparsers."""
-    from ..config import MODEL_TYPES, add_settings_arguments
+    from ..config import add_settings_arguments
+    from .items import TYPE_NAMES
 
     get = commands.add_parser(
         "get",
@@ -49,27 +50,46 @@ def register(commands: Any) -> None:
         "variables; flags show in `ps`. Exit 0 only when every file is verified in place.",
     )
     get.add_argument("urls", nargs="*", metavar="URL", help="links to download")
-    get.add_argument("-i", "--input", action="append", metavar="FILE",
-                     help="batch file: one `URL [type] [name]` per line, # comments; - reads stdin")
-    get.add_argument("-t", "--type", type=str.lower, choices=list(MODEL_TYPES), metavar="TYPE",
-                     help=f"model type, deciding the folder: {', '.join(MODEL_TYPES)}; "
-                     "batch lines may give their own")
+    get.add_argument(
+        "-i",
+        "--input",
+        action="append",
+        metavar="FILE",
+        help="batch file: one `URL [type] [name]` per line, # comments; - reads stdin",
+    )
+    get.add_argument(
+        "-t",
+        "--type",
+        type=str.lower,
+        choices=list(TYPE_NAMES),
+        metavar="TYPE",
+        help=f"model type, deciding the folder: {', '.join(TYPE_NAMES)} (auto: the type "
+        "CivitAI gives); "
+        "batch lines may give their own",
+    )
     get.add_argument("-n", "--name", help="file name to save as (one link only)")
     get.add_argument("--overwrite", action="store_true", help="replace a different file of the same name")
     get.add_argument("--civitai-token", help="CivitAI API token (better: env CIVITAI_TOKEN)")
     get.add_argument("--hf-token", help="Hugging Face token (better: env HF_TOKEN)")
     get.add_argument("--server", help=SERVER_HELP + "; if given, it must answer")
     get.add_argument("--local", action="store_true", help="download in this process even if a server runs")
-    get.add_argument("--progress", choices=("auto", "bar", "plain"), default="auto",
-                     help="bars on a terminal, plain lines in logs and notebooks (default auto)")
+    get.add_argument(
+        "--progress",
+        choices=("auto", "bar", "plain"),
+        default="auto",
+        help="bars on a terminal, plain lines in logs and notebooks (default auto)",
+    )
     add_settings_arguments(get, GET_FLAGS)
     _quiet_logs(get)
 
     commands.add_parser("ls", help="list the downloads of a running server").add_argument(
         "--server", help=SERVER_HELP
     )
-    for action, text in (("cancel", "cancel a download and delete its partial data"),
-                         ("pause", "pause a download"), ("resume", "resume a paused download")):
+    for action, text in (
+        ("cancel", "cancel a download and delete its partial data"),
+        ("pause", "pause a download"),
+        ("resume", "resume a paused download"),
+    ):
         parser = commands.add_parser(action, help=text + " (on a running server)")
         parser.add_argument("job", help="the job id from `orchestrator ls` (or a unique start of it)")
         parser.add_argument("--server", help=SERVER_HELP)
@@ -90,8 +110,11 @@ def run(args: argparse.Namespace) -> int:
     from .items import CliError
 
     level = str(getattr(args, "log_level", "warning")).upper()
-    logging.basicConfig(level=level if level in logging.getLevelNamesMapping() else "WARNING",
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=level if level in logging.getLevelNamesMapping() else "WARNING",
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     try:
         return _dispatch(args)
     except CliError as error:

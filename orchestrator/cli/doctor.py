@@ -59,8 +59,12 @@ def check_aria2c(settings: Settings) -> Check:
     if settings.engine == "requests":
         return Check("info", "aria2c", "not used (--engine requests)")
     if not path:  # not essential: the fallback engine works, and a daemon may run elsewhere
-        return Check("warn", "aria2c", "not installed: downloads use one connection and may be much slower",
-                     "install it: apt install aria2 (or conda install -c conda-forge aria2)")
+        return Check(
+            "warn",
+            "aria2c",
+            "not installed: downloads use one connection and may be much slower",
+            "install it: apt install aria2 (or conda install -c conda-forge aria2)",
+        )
     version = aria2c_version(path)
     if version is None:
         return Check("FAIL", "aria2c", f"{path} does not run", "reinstall it: apt install --reinstall aria2")
@@ -84,14 +88,21 @@ def check_rpc(settings: Settings) -> Check:
     try:
         version = Aria2Engine(url, secret or "", timeout=3).version()
     except aria2p.ClientException:  # it answers, but refuses the secret
-        return Check("FAIL" if needed else "warn", "aria2 RPC",
-                     f"a daemon at {url} refuses our secret (it belongs to someone else)",
-                     "set ARIA2_SECRET to its secret, or use another --aria2-rpc-url; `serve` and `get` "
-                     "otherwise start their own aria2c on a free port")
+        return Check(
+            "FAIL" if needed else "warn",
+            "aria2 RPC",
+            f"a daemon at {url} refuses our secret (it belongs to someone else)",
+            "set ARIA2_SECRET to its secret, or use another --aria2-rpc-url; `serve` and `get` "
+            "otherwise start their own aria2c on a free port",
+        )
     except (requests.RequestException, ValueError, KeyError):
         if needed:
-            return Check("FAIL", "aria2 RPC", f"nothing answers at {url}",
-                         "start the daemon: orchestrator aria2d (or under supervisord: make supervise)")
+            return Check(
+                "FAIL",
+                "aria2 RPC",
+                f"nothing answers at {url}",
+                "start the daemon: orchestrator aria2d (or under supervisord: make supervise)",
+            )
         return Check("info", "aria2 RPC", f"no daemon at {url}; `serve` and `get` start their own")
     return Check("ok", "aria2 RPC", f"aria2 {version} answers at {url} and accepts the secret")
 
@@ -137,8 +148,14 @@ def check_tokens() -> list[Check]:
         if value:
             checks.append(Check("ok", what, f"{env} is set ({mask(value)})"))
         else:
-            checks.append(Check("info", what, f"{env} not set; needed only for gated or private files",
-                                f"export {env}=... before `serve` or `get` when a download asks for it"))
+            checks.append(
+                Check(
+                    "info",
+                    what,
+                    f"{env} not set; needed only for gated or private files",
+                    f"export {env}=... before `serve` or `get` when a download asks for it",
+                )
+            )
     return checks
 
 
@@ -159,5 +176,9 @@ def check_server(server: str | None) -> Check:
     client.close()
     engine = client.health_info.get("engine") or {}
     jobs = client.health_info.get("jobs") or {}
-    return Check("ok", "server", f"{client.base_url} answers (engine {engine.get('name')}, "
-                 f"{jobs.get('active', 0)} active downloads); `get` sends downloads there")
+    return Check(
+        "ok",
+        "server",
+        f"{client.base_url} answers (engine {engine.get('name')}, "
+        f"{jobs.get('active', 0)} active downloads); `get` sends downloads there",
+    )

@@ -8,6 +8,7 @@ line per failure on stderr. Exit 0 only when every file is verified in place,
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 
@@ -51,8 +52,11 @@ def collect(args: argparse.Namespace) -> tuple[list[Item], list[Outcome]]:
     if not args.urls and not args.input:
         raise CliError("nothing to download: give one or more links, or a batch file with -i FILE", 2)
     if args.name and len(args.urls) != 1:
-        raise CliError("--name names one file: give exactly one link with it (in a batch file, "
-                       "write the name after the type)", 2)
+        raise CliError(
+            "--name names one file: give exactly one link with it (in a batch file, "
+            "write the name after the type)",
+            2,
+        )
     items: list[Item] = []
     invalid: list[Outcome] = []
     for order, url in enumerate(args.urls):
@@ -72,23 +76,41 @@ def collect(args: argparse.Namespace) -> tuple[list[Item], list[Outcome]]:
     return items, invalid
 
 
-def _download(args: argparse.Namespace, settings: Settings, items: list[Item], credentials: Credentials,
-              progress: Progress) -> RunResult:
+def _download(
+    args: argparse.Namespace,
+    settings: Settings,
+    items: list[Item],
+    credentials: Credentials,
+    progress: Progress,
+) -> RunResult:
     client = find_server(args)
     if client is not None:
-        say(f"Sending to the server at {client.base_url}; files land in its models folder "
-            "(--local downloads in this process instead).")
+        say(
+            f"Sending to the server at {client.base_url}; files land in its models folder "
+            "(--local downloads in this process instead)."
+        )
         if (credentials.civitai or credentials.huggingface) and client.plain_http_elsewhere:
             say("warning: tokens go to that server over plain http; use https or an SSH tunnel")
-        from .remote import RemoteRun
-
         try:
-            return RemoteRun(client, progress).run(items, credentials, args.overwrite)
+            return run_remote(client, items, credentials, args.overwrite, progress)
         finally:
             client.close()
     from .local import run_local
 
     return run_local(settings, items, credentials, args.overwrite, progress)
+
+
+def run_remote(
+    client: ServerClient, items: list[Item], credentials: Credentials, overwrite: bool, progress: Progress
+) -> RunResult:
+    from .follow import Follower, stop_on_signals
+    from .remote import RemoteBackend
+
+    async def follow() -> RunResult:
+        stop = stop_on_signals(progress)
+        return await Follower(RemoteBackend(client), progress).run(items, credentials, overwrite, stop)
+
+    return asyncio.run(follow())
 
 
 def find_server(args: argparse.Namespace) -> ServerClient | None:
@@ -112,8 +134,14 @@ def report(items: list[Item], invalid: list[Outcome], result: RunResult) -> int:
     """One error line per failed download, the summary table, and the exit code."""
     finished = {outcome.order for outcome in result.outcomes}
     unstarted = [
-        Outcome(item.order, item.where, item.name or item.url[:60], item.model_type, "interrupted",
-                error="Not started.")
+        Outcome(
+            item.order,
+            item.where,
+            item.name or item.url[:60],
+            item.model_type,
+            "interrupted",
+            error="Not started.",
+        )
         for item in items
         if item.order not in finished
     ]

@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import files, sources
-from ..config import MODEL_TYPES
+from .. import files, intake, sources
+from ..config import AUTO_TYPE, MODEL_TYPES
 from ..errors import OrchestratorError
 from ..sources import Credentials
 
 FINAL_STATES = ("completed", "failed", "cancelled")
+TYPE_NAMES = (AUTO_TYPE, *MODEL_TYPES)  # what --type and a batch line's type may say
 
 
 def settled(job: dict[str, Any]) -> bool:
@@ -86,8 +87,9 @@ class Outcome:
     @classmethod
     def refused(cls, item: Item, message: str) -> Outcome:
         """The manager or the server turned the request down before a job existed."""
-        return cls(item.order, item.where, item.name or _tail(item.url), item.model_type, "failed",
-                   error=message)
+        return cls(
+            item.order, item.where, item.name or _tail(item.url), item.model_type, "failed", error=message
+        )
 
     @classmethod
     def from_job(cls, item: Item, job: dict[str, Any], interrupted: bool = False) -> Outcome:
@@ -116,28 +118,31 @@ class RunResult:
     interrupted: bool = False
 
 
-def check_item(order: int, where: str, url: str, model_type: str | None, name: str | None) -> Item:
-    """An Item, or BadLine saying what is wrong with the link, the type or the name."""
-    try:
-        url = sources.validate_url(url)
-    except OrchestratorError as error:
-        raise BadLine(error.message) from None
+def check_item(order: int, where: str, url: str | None, model_type: str | None, name: str | None) -> Item:
+    """An Item, or BadLine saying what is wrong with the link, the type or the name: checked by the
+    same parser the server uses (intake), with the CLI's own words where it can say more."""
     if not model_type:
-        raise BadLine("no model type: write one after the link, or pass --type")
-    wanted = model_type.strip().lower()
-    if wanted not in MODEL_TYPES:
-        raise BadLine(f"unknown type {model_type[:40]!r} (known: {', '.join(MODEL_TYPES)})")
-    if name is not None:
         try:
-            name = files.sanitize_filename(name)
+            sources.validate_url(url)
         except OrchestratorError as error:
             raise BadLine(error.message) from None
-    return Item(order, where, url, wanted, name)
+        raise BadLine("no model type: write one after the link, or pass --type")
+    wanted = model_type.strip().lower()
+    try:
+        request = intake.parse_download({"url": url, "type": wanted, "name": name}, "default")
+    except OrchestratorError as error:
+        if error.code == "unknown_type":
+            known = ", ".join(MODEL_TYPES)
+            raise BadLine(
+                f"unknown type {model_type[:40]!r} (known: {known}; or auto for CivitAI links)"
+            ) from None
+        raise BadLine(error.message) from None
+    return Item(order, where, request.url, wanted, request.name)
 
 
-def parse_batch(text: str, label: str, default_type: str | None, first_order: int = 0) -> tuple[
-    list[Item], list[Outcome]
-]:
+def parse_batch(
+    text: str, label: str, default_type: str | None, first_order: int = 0
+) -> tuple[list[Item], list[Outcome]]:
     """`URL [type] [name]` per line; `#` starts a comment; blank lines are skipped.
 
     Returns the good lines and one `invalid` outcome per bad line.

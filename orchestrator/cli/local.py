@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import sqlite3
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 from ..config import Settings
 from ..engines import EngineChoice, choose_engine
@@ -25,12 +25,12 @@ from ..events import Hub
 from ..jobs import JobStore, State, exclusive_state
 from ..manager import Manager
 from ..sources import Credentials
-from .items import CliError, Item, Outcome, RunResult, settled
+from .follow import Follower, Refused, stop_on_signals
+from .items import CliError, Item, RunResult
 from .progress import Progress
 
 log = logging.getLogger(__name__)
-
-TICK = 0.25  # seconds between looks at the jobs (they are in memory; this is cheap)
+T = TypeVar("T")
 
 
 def run_local(
@@ -38,8 +38,10 @@ def run_local(
 ) -> RunResult:
     """Blocking: runs its own event loop. Must be called from the main thread (signals)."""
     if _loop_running():
-        raise CliError("cannot download in-process inside a running event loop (a notebook kernel); "
-                       "run it as a shell command instead: !orchestrator get ...")
+        raise CliError(
+            "cannot download in-process inside a running event loop (a notebook kernel); "
+            "run it as a shell command instead: !orchestrator get ..."
+        )
     _make_folders(settings)
     with _state_lock(settings.state_dir):
         return asyncio.run(_run(settings, items, credentials, overwrite, progress))
@@ -48,7 +50,7 @@ def run_local(
 async def _run(
     settings: Settings, items: list[Item], credentials: Credentials, overwrite: bool, progress: Progress
 ) -> RunResult:
-    stop = _stop_on_signals(progress)
+    stop = stop_on_signals(progress)
     choice: EngineChoice = await asyncio.to_thread(choose_engine, settings)
     how = "its own aria2c" if choice.daemon else f"the {choice.engine.name} engine"
     print(f"Downloading into {settings.models_dir} with {how}.", file=sys.stderr, flush=True)
@@ -59,7 +61,8 @@ async def _run(
         manager = Manager(settings, store, choice.engine, Hub())
         try:
             await manager.start()
-            return await LocalRun(manager, progress, choice).run(items, credentials, overwrite, stop)
+            follower = Follower(LocalBackend(manager, choice), progress)
+            return await follower.run(items, credentials, overwrite, stop)
         finally:
             await manager.stop()  # saves every job; the staging files stay where they are
             store.close()
@@ -68,106 +71,62 @@ async def _run(
             await asyncio.to_thread(choice.daemon.stop)  # SIGTERM: aria2c saves its session
 
 
-class LocalRun:
-    def __init__(self, manager: Manager, progress: Progress, choice: EngineChoice) -> None:
+class LocalBackend:
+    """The manager in this process as the follower's backend."""
+
+    tick_seconds = 0.25  # the jobs are in memory: looking is cheap
+
+    def __init__(self, manager: Manager, choice: EngineChoice) -> None:
         self.manager = manager
-        self.progress = progress
         self.choice = choice
-        self.followed: dict[int, tuple[Item, str]] = {}  # order -> (item, job id)
-        self.outcomes: dict[int, Outcome] = {}
-        self.to_resume: set[str] = set()
 
-    async def run(
-        self, items: list[Item], credentials: Credentials, overwrite: bool, stop: asyncio.Event
-    ) -> RunResult:
-        for item in items:
-            await self._submit(item, credentials, overwrite)
-        self._mention_others()
-        while len(self.outcomes) < len(items) and not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), TICK)
-            self._keep_daemon_alive()
-            await self._resume_paused()
-            self._refresh()
-        if stop.is_set():
-            await self._pause_unfinished()
-        return RunResult(list(self.outcomes.values()), interrupted=stop.is_set())
+    async def submit(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        job, created = await self._call(self.manager.submit(body))
+        return job.public(), created
 
-    async def _submit(self, item: Item, credentials: Credentials, overwrite: bool) -> None:
+    async def job(self, job_id: str) -> dict[str, Any]:
         try:
-            job, created = await self.manager.submit(item.request(credentials, overwrite))
+            return self.manager.get(job_id).public()
         except OrchestratorError as error:
-            self.outcomes[item.order] = Outcome.refused(item, error.message)
-            return
-        if not created and job.state == State.PAUSED:
-            self.to_resume.add(job.id)  # stopped earlier (e.g. by Ctrl-C): asking again means go on
-        self.followed[item.order] = (item, job.id)
+            raise Refused(error.message) from None
 
-    def _mention_others(self) -> None:
+    async def act(self, job_id: str, action: str) -> dict[str, Any]:
+        commands = {
+            "pause": self.manager.pause,
+            "resume": self.manager.resume,
+            "cancel": self.manager.cancel,
+            "retry": self.manager.retry,
+        }
+        job = await self._call(commands[action](job_id))
+        return job.public()
+
+    async def tick(self) -> str | None:
+        daemon = self.choice.daemon
+        if daemon is not None and await asyncio.to_thread(daemon.ensure_running):
+            return "aria2c stopped and was restarted; downloads continue from its session"
+        return None
+
+    def others_note(self, ours: set[str]) -> str | None:
         """The manager also picks up unfinished jobs of an earlier run (not paused ones): say so."""
-        ours = {job_id for _, job_id in self.followed.values()}
-        others = [job for job in self.manager.jobs.values()
-                  if job.active and job.state != State.PAUSED and job.id not in ours]
-        if others:
-            self.progress.note(f"Also continuing {len(others)} unfinished download(s) of an earlier run.")
+        others = [
+            job
+            for job in self.manager.jobs.values()
+            if job.active and job.state != State.PAUSED and job.id not in ours
+        ]
+        return f"Also continuing {len(others)} unfinished download(s) of an earlier run." if others else None
 
-    async def _resume_paused(self) -> None:
-        """Resume the jobs found paused, until each is seen moving.
+    def pauses_on_stop(self, owned: bool) -> bool:
+        return True  # this process is going away: every followed download waits for the next run
 
-        Retried each tick: after a restart the engine may not know the transfer yet;
-        the manager's next poll adds it again, and then the resume works.
-        """
-        for job_id in list(self.to_resume):
-            job = self.manager.get(job_id)
-            if job.state == State.PAUSED:
-                try:
-                    await self.manager.resume(job_id)
-                except Exception as exc:  # the engine may not know the transfer yet; next tick
-                    log.debug("resume of %s not possible yet: %s", job_id, type(exc).__name__)
-            elif job.state not in (State.QUEUED, State.RESOLVING):
-                self.to_resume.discard(job_id)
+    def still_running_note(self, job_id: str, owned: bool) -> str | None:
+        return None
 
-    def _refresh(self) -> None:
-        for order, (item, job_id) in self.followed.items():
-            if order in self.outcomes:
-                continue
-            job = self.manager.get(job_id).public()
-            self.progress.show(order, job)
-            if settled(job):
-                self.outcomes[order] = Outcome.from_job(item, job)
-
-    def _keep_daemon_alive(self) -> None:
-        if self.choice.daemon and self.choice.daemon.ensure_running():
-            self.progress.note("aria2c stopped and was restarted; downloads continue from its session")
-
-    async def _pause_unfinished(self) -> None:
-        """Ctrl-C: pause moving transfers so they stay stopped until asked for again."""
-        for order, (item, job_id) in self.followed.items():
-            if order in self.outcomes:
-                continue
-            job = self.manager.get(job_id)
-            if job.state in (State.DOWNLOADING, State.QUEUED) and job.handle:
-                with contextlib.suppress(Exception):  # stopping the manager keeps the bytes anyway
-                    await self.manager.pause(job_id)
-            self.outcomes[order] = Outcome.from_job(item, job.public(), interrupted=True)
-
-
-def _stop_on_signals(progress: Progress) -> asyncio.Event:
-    """Ctrl-C (and SIGTERM) set an event instead of raising, so shutdown is orderly."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def on_signal() -> None:
-        if stop.is_set():
-            progress.note("Still stopping: saving the partial downloads...")
-        else:
-            progress.note("Stopping: partial downloads are kept for a resume...")
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):  # not the main thread
-            loop.add_signal_handler(sig, on_signal)
-    return stop
+    @staticmethod
+    async def _call(command: Awaitable[T]) -> T:
+        try:
+            return await command
+        except OrchestratorError as error:
+            raise Refused(error.message) from None
 
 
 def _loop_running() -> bool:

@@ -21,7 +21,7 @@ NOTEBOOK_ENV = ("JPY_PARENT_PID", "COLAB_RELEASE_TAG")
 
 
 def choose_mode(requested: str = "auto", stream: IO[str] | None = None) -> str:
-    """"bar" on a terminal, "plain" for pipes, logs and notebooks."""
+    """ "bar" on a terminal, "plain" for pipes, logs and notebooks."""
     if requested in ("bar", "plain"):
         return requested
     stream = stream or sys.stdout
@@ -172,8 +172,10 @@ def summary_table(outcomes: list[Outcome]) -> str:
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4]
-             for row in rows]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4]
+        for row in rows
+    ]
     return "\n".join(line.rstrip() for line in lines)
 
 

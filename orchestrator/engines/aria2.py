@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import re
 import time
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import aria2p
@@ -88,14 +90,17 @@ def client_for(rpc_url: str, secret: str, timeout: float = 10.0) -> aria2p.Clien
 class Aria2Engine:
     name = "aria2"
     verifies_sha256 = True  # the checksum option makes aria2 check the bytes itself
-    on_finish = None  # polled only; the manager wakes at a job's ETA instead
+    on_finish: Callable[[], None] | None = None  # never called: polled only, the manager wakes at an ETA
 
     def __init__(self, rpc_url: str, secret: str, timeout: float = 10.0) -> None:
         self.rpc_url = rpc_url
         self.client = client_for(rpc_url, secret, timeout)
 
     def version(self) -> str:
-        return str(self.client.get_version()["version"])
+        answer = self.client.get_version()
+        if not isinstance(answer, dict):
+            raise ValueError("aria2 answered getVersion without an object")
+        return str(answer["version"])
 
     def reachable(self) -> bool:
         try:
@@ -120,8 +125,12 @@ class Aria2Engine:
     def poll(self, handles: list[str]) -> dict[str, TransferStatus]:
         if not handles:
             return {}
-        calls = [(self.client.TELL_STATUS, [gid, STATUS_KEYS]) for gid in handles]
+        calls: list[tuple[str, list[Any]]] = [
+            (self.client.TELL_STATUS, [gid, STATUS_KEYS]) for gid in handles
+        ]
         answers = self.client.multicall2(calls)
+        if not isinstance(answers, list) or len(answers) != len(handles):
+            raise ValueError("aria2 answered system.multicall with something else than one answer per call")
         return {gid: self._status(gid, answer) for gid, answer in zip(handles, answers, strict=True)}
 
     @staticmethod
@@ -167,7 +176,7 @@ class Aria2Engine:
         with contextlib.suppress(aria2p.ClientException):
             self.client.remove_download_result(handle)
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         try:
             version = self.version()
         except (requests.RequestException, aria2p.ClientException, ValueError, KeyError):

@@ -174,7 +174,6 @@ class EmbeddedDaemon:
         self.port = port
         self.download_dir = download_dir
         self.process: subprocess.Popen | None = None
-        self.restarts = 0
 
     def start(self) -> None:
         config = write_runtime_config(self.state_dir, self.secret, self.port, self.download_dir)
@@ -200,7 +199,6 @@ class EmbeddedDaemon:
             return False
         code = self.process.returncode if self.process else None
         log.warning("aria2c exited (code %s); restarting it", code)
-        self.restarts += 1
         self.start()
         return True
 

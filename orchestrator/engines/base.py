@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,9 @@ class Engine(Protocol):
     """Synchronous: the manager calls these from a worker thread, never the event loop."""
 
     name: str
+    # True when the engine itself checks a published sha256 (Transfer.sha256) and fails a
+    # transfer whose bytes differ; False when it only reports the digest it computed.
+    verifies_sha256: bool
     # Set by the manager: called from any thread when a transfer completes or fails, so the
     # next poll need not wait. An engine that cannot tell (aria2, polled) leaves it uncalled.
     on_finish: Callable[[], None] | None
@@ -69,7 +72,7 @@ class Engine(Protocol):
     def forget(self, handle: str) -> None:
         """Drop a finished transfer's record from the engine."""
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         """Name, version and anything the health endpoint should show."""
 
     def close(self) -> None: ...

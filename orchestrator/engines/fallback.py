@@ -17,8 +17,10 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 import urllib3
@@ -28,12 +30,14 @@ from .base import ACTIVE, COMPLETE, ERROR, MISSING, PAUSED, REMOVED, WAITING, Tr
 
 # Reads are sized to about READ_SECONDS of the current rate: big reads when bytes come
 # fast (each read costs Python time; fixed 1 MiB reads ran at 0.35 x curl on loopback,
-# bench/), small ones on a slow link so progress and pause stay prompt. A read that a
-# dropped connection cuts short is fetched again, so a drop costs at most that much.
+# docs/BENCHMARKS.md, "What changed" 3), small ones on a slow link so progress and pause
+# stay prompt. A read that a dropped connection cuts short is fetched again, so a drop
+# costs at most that much.
 MIN_READ, MAX_READ = 64 * 1024, 4 * 1024 * 1024
 READ_SECONDS = 0.25
 # ...but written in pieces of at most this: after another program had churned the page
-# cache, single 4 MiB writes made a fast download 1.4-2 x slower than 256 KiB ones (bench/).
+# cache, single 4 MiB writes made a fast download 1.4-2 x slower than 256 KiB ones
+# (docs/BENCHMARKS.md, "What changed" 5).
 WRITE_SIZE = 256 * 1024
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 _TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
@@ -78,7 +82,7 @@ class _Run:
 class RequestsEngine:
     name = "requests"
     verifies_sha256 = False  # it hashes a published one while streaming; the manager compares
-    on_finish = None  # set by the manager
+    on_finish: Callable[[], None] | None = None  # set by the manager
 
     def __init__(
         self,
@@ -157,7 +161,7 @@ class RequestsEngine:
         with self._lock:
             self._runs.pop(handle, None)
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": requests.__version__, "connected": True}
 
     def close(self) -> None:
@@ -321,7 +325,7 @@ class RequestsEngine:
         run.total = run.total or size
         if run.transfer.sha256:
             self._hash_prefix(run, size)
-            run.sha256 = run.hasher.hexdigest()
+            run.sha256 = run.hasher.hexdigest() if run.hasher else None
 
 
 class _HashingThread:
@@ -349,8 +353,10 @@ class _HashingThread:
             self._chunks.put(chunk)
 
     def _run(self) -> None:
+        digest = self._digest
+        assert digest is not None  # the thread starts only with a hash to feed
         while (chunk := self._chunks.get()) is not None:
-            self._digest.update(chunk)
+            digest.update(chunk)
 
 
 def _read(response: requests.Response, size: int) -> bytes:

@@ -1,11 +1,10 @@
 """Where a pasted link is checked and turned into something an engine can fetch.
 
-Each source module offers `matches(url) -> bool` and
-`resolve(url, credentials) -> Resolved`; the first that matches wins, and
-`direct` matches every http(s) link. Sources never write to disk.
-A service source may also offer `parse(url)` (raises for a link of its own it
-cannot use), `KNOWS_MODEL_TYPE` (type "auto" works), `sidecars(metadata)` and
-`pin(url, metadata)` (the link to the exact version a download began with).
+Each module here is a `Source` (base.py): it knows its links (`matches`), checks
+them (`parse`), resolves them (`resolve`), and may describe the model with files
+beside it (`sidecars`). The first that matches wins; `direct` takes every http(s)
+link the others do not. Sources never write to disk, and make every request
+through `net.session(policy)`.
 """
 
 from __future__ import annotations
@@ -14,13 +13,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import OrchestratorError
-from . import civitai, direct, gdrive, huggingface, policy
-from .base import Credentials, Resolved
+from ..policy import Policy
+from . import civitai, direct, gdrive, huggingface
+from .base import Credentials, Resolved, Source
 
 MAX_URL_LENGTH = 4096
-SOURCES = [civitai, huggingface, gdrive, direct]  # direct takes whatever the others do not
+SOURCES: list[Source] = [civitai, huggingface, gdrive, direct]  # direct takes whatever the others do not
 
-__all__ = ["Credentials", "Resolved", "identify", "resolve", "validate_url"]
+__all__ = ["Credentials", "Resolved", "Source", "identify", "resolve", "validate_url"]
 
 
 def validate_url(raw: object) -> str:
@@ -68,45 +68,46 @@ def _shorthand(url: str) -> bool:
 
 def _checked(url: str) -> str:
     """A service link its source cannot use is refused now, before any job exists."""
-    source = next(source for source in SOURCES if source.matches(url))
-    if hasattr(source, "parse"):
-        source.parse(url)
+    source_for(url).parse(url)
     return url
+
+
+def source_for(url: str) -> Source:
+    return next(source for source in SOURCES if source.matches(url))
+
+
+def named(name: str | None) -> Source | None:
+    return next((source for source in SOURCES if name == source.NAME), None)
 
 
 def identify(url: str) -> str:
     """The name of the source that will handle a link (no network)."""
-    return next(source.NAME for source in SOURCES if source.matches(url))
+    return source_for(url).NAME
 
 
 def knows_model_type(name: str | None) -> bool:
     """True when the source says what kind of model a link is, so type "auto" can work."""
-    return any(getattr(source, "KNOWS_MODEL_TYPE", False) for source in SOURCES if name == source.NAME)
+    source = named(name)
+    return source is not None and source.KNOWS_MODEL_TYPE
 
 
-def sidecars(name: str | None, metadata: dict[str, Any]) -> list[tuple[str, bytes]]:
+def sidecars(name: str | None, metadata: dict[str, Any], policy: Policy) -> list[tuple[str, bytes]]:
     """Blocking: files the source wants beside the model, as (suffix, content); most want none."""
-    for source in SOURCES:
-        if name == source.NAME and hasattr(source, "sidecars"):
-            return source.sidecars(metadata)
-    return []
+    source = named(name)
+    return source.sidecars(metadata, policy) if source else []
 
 
 def pin(url: str, metadata: dict[str, Any]) -> str:
     """The link to exactly the file a download began with, to continue it: a link that names
     a branch may point to other bytes by now (Hugging Face). Other links already name one file."""
-    for source in SOURCES:
-        if source.matches(url):
-            return source.pin(url, metadata) if hasattr(source, "pin") else url
-    return url
+    return source_for(url).pin(url, metadata)
 
 
-def resolve(url: str, credentials: Credentials, block_private: bool = False) -> Resolved:
-    """Blocking: call from a worker thread. With block_private, only public hosts are fetched."""
-    with policy.blocking_private(block_private):
-        source = next(source for source in SOURCES if source.matches(url))
-        policy.check_target(url)
-        resolved = source.resolve(url, credentials)
-        for final in resolved.urls:
-            policy.check_target(final)
+def resolve(url: str, credentials: Credentials, policy: Policy) -> Resolved:
+    """Blocking: call from a worker thread. Every host contacted is checked against `policy`."""
+    source = source_for(url)
+    policy.check(url)
+    resolved = source.resolve(url, credentials, policy)
+    for final in resolved.urls:
+        policy.check(final)
     return resolved

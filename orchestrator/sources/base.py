@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+from ..policy import Policy
 
 
 @dataclass(frozen=True)
@@ -23,7 +25,32 @@ class Resolved:
     filename: str | None = None  # the server's or API's name, not yet sanitised
     size: int | None = None
     sha256: str | None = None
-    resumable: bool = True
     metadata: dict[str, Any] = field(default_factory=dict)
     model_type: str | None = None  # what the service says the model is, if it says
     headers: list[str] = field(default_factory=list)  # non-secret extras (e.g. Drive cookies)
+
+
+class Source(Protocol):
+    """One kind of link (a module in this package): how to know it, check it and resolve it.
+
+    `resolve`, `sidecars` are blocking (HTTP): call them from a worker thread. Every
+    request goes through `net.session(policy)`. A source never writes to disk.
+    """
+
+    NAME: str
+    LABEL: str  # the name people read, e.g. "Hugging Face"
+    KNOWS_MODEL_TYPE: bool  # True when its answer says what kind of model a link is (type "auto")
+
+    def matches(self, url: str, /) -> bool:
+        """True for links this source handles (no network)."""
+
+    def parse(self, url: str, /) -> object:
+        """Raise an OrchestratorError for a link of its own that it cannot use (no network)."""
+
+    def resolve(self, url: str, credentials: Credentials, policy: Policy, /) -> Resolved: ...
+
+    def sidecars(self, metadata: dict[str, Any], policy: Policy, /) -> list[tuple[str, bytes]]:
+        """Files to write beside the model, as (suffix, content); most sources want none."""
+
+    def pin(self, url: str, metadata: dict[str, Any], /) -> str:
+        """The link to exactly the file a download began with (a branch may have moved since)."""

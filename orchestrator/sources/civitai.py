@@ -18,10 +18,12 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 import requests
 
 from ..errors import OrchestratorError, http_error
+from ..policy import Policy
 from . import http
 from .base import Credentials, Resolved
 
 NAME = "civitai"
+LABEL = "CivitAI"
 KNOWS_MODEL_TYPE = True  # type "auto" works: the API says what the model is
 SERVICE = "CivitAI"
 DEFAULT_BASE = "https://civitai.com"
@@ -75,6 +77,15 @@ class Link:
 
 def base_url() -> str:
     return http.setting("CIVITAI_BASE_URL", DEFAULT_BASE)
+
+
+def site_url() -> str:
+    """Where the model pages people open are (a mirror set with CIVITAI_BASE_URL serves both)."""
+    return base_url()
+
+
+def pin(url: str, metadata: dict[str, Any]) -> str:
+    return url  # a version's file does not change
 
 
 def matches(text: str) -> bool:
@@ -135,11 +146,11 @@ def _number(value: str | None, name: str) -> int | None:
     return int(value)
 
 
-def resolve(url: str, credentials: Credentials) -> Resolved:
+def resolve(url: str, credentials: Credentials, policy: Policy) -> Resolved:
     """Blocking: the API record, the chosen file, and a signed URL that needs no token."""
     link = parse(url)
     token = http.token_from(credentials.civitai, "CIVITAI_TOKEN")
-    with http.session() as session:
+    with http.session(policy) as session:
         api = _Api(session, base_url(), token)
         version = api.version(link)
         chosen = pick_file(version, link)
@@ -329,7 +340,7 @@ def pick_file(version: dict[str, Any], link: Link) -> dict[str, Any]:
 
 
 def _file_facts(item: dict[str, Any]) -> dict[str, str]:
-    meta = item.get("metadata") if isinstance(item.get("metadata"), dict) else {}
+    meta = _object(item.get("metadata"))
     return {
         "type": str(item.get("type") or ""),
         "format": str(meta.get("format") or ""),
@@ -353,7 +364,7 @@ def _no_such_file(label: str, asked: str, files: list[dict[str, Any]]) -> Orches
 
 
 def _version_label(version: dict[str, Any]) -> str:
-    name = (version.get("model") or {}).get("name") if isinstance(version.get("model"), dict) else None
+    name = _object(version.get("model")).get("name")
     title = " ".join(str(part) for part in (name, version.get("name")) if part)
     return f"version {version.get('id')}" + (f" ({title})" if title else "")
 
@@ -363,8 +374,8 @@ def _version_label(version: dict[str, Any]) -> str:
 
 def describe(version: dict[str, Any], chosen: dict[str, Any], signed_url: str) -> Resolved:
     """The Resolved for a chosen file: name, size and sha256 as the API publishes them."""
-    model = version.get("model") if isinstance(version.get("model"), dict) else {}
-    sha = str((chosen.get("hashes") or {}).get("SHA256") or "")
+    model = _object(version.get("model"))
+    sha = str(_object(chosen.get("hashes")).get("SHA256") or "")
     sha256 = sha.lower() if _SHA256.fullmatch(sha) else None
     size = _bytes(chosen.get("sizeKB"))
     metadata = {
@@ -391,6 +402,11 @@ def describe(version: dict[str, Any], chosen: dict[str, Any], signed_url: str) -
         metadata=metadata,
         model_type=TYPES.get(str(model.get("type") or "").lower()),
     )
+
+
+def _object(value: Any) -> dict[str, Any]:
+    """A JSON object from the API, or {} when it sent something else there."""
+    return value if isinstance(value, dict) else {}
 
 
 def _bytes(size_kb: Any) -> int | None:
@@ -426,7 +442,7 @@ def _record(version: dict[str, Any], chosen: dict[str, Any]) -> dict[str, Any]:
 _IMAGE_TYPES = {"image/jpeg": "jpeg", "image/png": "png", "image/webp": "webp", "image/gif": "gif"}
 
 
-def sidecars(metadata: dict[str, Any]) -> list[tuple[str, bytes]]:
+def sidecars(metadata: dict[str, Any], policy: Policy) -> list[tuple[str, bytes]]:
     """`.civitai.json` (the API record) and `.preview.<ext>`, as A1111 and Civitai Helper expect.
 
     Blocking (the preview is fetched). A preview that cannot be had is left out,
@@ -436,24 +452,24 @@ def sidecars(metadata: dict[str, Any]) -> list[tuple[str, bytes]]:
     record = metadata.get("civitai")
     if isinstance(record, dict):
         extras.append((".civitai.json", json.dumps(record, indent=2, ensure_ascii=False).encode()))
-    preview = _fetch_preview(metadata.get("preview_url"))
+    preview = _fetch_preview(metadata.get("preview_url"), policy)
     if preview:
         extras.append(preview)
     return extras
 
 
-def _fetch_preview(url: Any) -> tuple[str, bytes] | None:
+def _fetch_preview(url: Any, policy: Policy) -> tuple[str, bytes] | None:
     if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
         return None
     try:
-        with http.session() as session, session.get(url, timeout=http.TIMEOUT, stream=True) as response:
+        with http.session(policy) as session, session.get(url, timeout=http.TIMEOUT, stream=True) as response:
             kind = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
             if response.status_code != 200 or kind not in _IMAGE_TYPES:
                 log.warning("no preview image: HTTP %s, %s", response.status_code, kind or "no type")
                 return None
             data = response.raw.read(PREVIEW_LIMIT + 1, decode_content=True)
-    except (requests.RequestException, OSError) as exc:
-        log.warning("no preview image: %s", type(exc).__name__)
+    except (requests.RequestException, OSError, OrchestratorError) as exc:
+        log.warning("no preview image: %s", getattr(exc, "code", type(exc).__name__))
         return None
     if not data or len(data) > PREVIEW_LIMIT:
         return None

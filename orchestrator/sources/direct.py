@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
 
+from .. import net
 from ..errors import OrchestratorError, http_error
 from ..files import filename_from_content_disposition, filename_from_url
-from . import policy
+from ..policy import Policy
 from .base import Credentials, Resolved
-from .http import HEADERS, reason
+from .http import reason
 
 NAME = "direct"
+LABEL = "Direct link"
+KNOWS_MODEL_TYPE = False
 TIMEOUT = (10, 30)
 MAX_REDIRECTS = 10
 # Servers that answer HEAD badly: S3-style signed URLs refuse HEAD (403), some
@@ -24,11 +28,22 @@ def matches(url: str) -> bool:
     return urlsplit(url).scheme.lower() in ("http", "https")
 
 
-def resolve(url: str, credentials: Credentials) -> Resolved:
+def parse(url: str) -> str:
+    return url  # validate_url has checked everything a plain link can be checked for
+
+
+def sidecars(metadata: dict[str, Any], policy: Policy) -> list[tuple[str, bytes]]:
+    return []
+
+
+def pin(url: str, metadata: dict[str, Any]) -> str:
+    return url
+
+
+def resolve(url: str, credentials: Credentials, policy: Policy) -> Resolved:
     del credentials  # a plain link carries no service token
     host = urlsplit(url).hostname or "the server"
-    with requests.Session() as session:
-        session.headers.update(HEADERS)
+    with net.session(policy) as session:
         try:
             response = follow(session, "HEAD", url)
             if response.status_code in _HEAD_REFUSED:
@@ -36,24 +51,27 @@ def resolve(url: str, credentials: Credentials) -> Resolved:
         except requests.RequestException as exc:
             raise OrchestratorError("unreachable", f"Could not reach {host}: {reason(exc)}.", 502) from None
     resolved = _describe(url, response, host)
-    if policy.enabled():
+    if policy.block_private:
         # hand the engine the checked final address, so it cannot be sent elsewhere
         resolved.urls = [response.url]
     return resolved
 
 
-def follow(session: requests.Session, method: str, url: str, **kwargs: object) -> requests.Response:
-    """Follow redirects one hop at a time, checking each target before it is contacted."""
+def follow(
+    session: requests.Session, method: str, url: str, headers: dict[str, str] | None = None
+) -> requests.Response:
+    """Follow redirects one hop at a time (the guarded session checks each before it is contacted)."""
     for _ in range(MAX_REDIRECTS):
-        policy.check_target(url)
-        response = session.request(method, url, allow_redirects=False, stream=True, timeout=TIMEOUT, **kwargs)
+        response = session.request(
+            method, url, headers=headers, allow_redirects=False, stream=True, timeout=TIMEOUT
+        )
         response.close()  # only the headers are wanted
         location = response.headers.get("Location")
         if response.status_code not in (301, 302, 303, 307, 308) or not location:
             return response
         url = urljoin(url, location)
         if method == "GET" and response.status_code == 303:
-            kwargs.pop("headers", None)
+            headers = None
     raise OrchestratorError("too_many_redirects", "The link redirects too many times.", 502)
 
 
@@ -74,7 +92,6 @@ def _describe(url: str, response: requests.Response, host: str) -> Resolved:
         source=NAME,
         filename=_filename(url, response),
         size=_size(response),
-        resumable=response.status_code == 206 or headers.get("Accept-Ranges", "").lower() == "bytes",
         metadata={"host": host, "content_type": content_type or None},
     )
 

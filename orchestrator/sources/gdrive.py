@@ -11,6 +11,7 @@ GDRIVE_BASE_URL (default https://drive.google.com) says where Drive answers.
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
 import requests
@@ -20,10 +21,13 @@ from gdown.parse_url import parse_url
 
 from ..errors import OrchestratorError, http_error
 from ..files import filename_from_content_disposition
-from . import http, policy
+from ..policy import Policy
+from . import http
 from .base import Credentials, Resolved
 
 NAME = "gdrive"
+LABEL = "Google Drive"
+KNOWS_MODEL_TYPE = False
 SERVICE = "Google Drive"
 DEFAULT_BASE = "https://drive.google.com"
 HOSTS = {"drive.google.com", "docs.google.com", "drive.usercontent.google.com"}
@@ -64,11 +68,19 @@ def parse(text: str) -> str:
     return file_id
 
 
-def resolve(url: str, credentials: Credentials) -> Resolved:
+def sidecars(metadata: dict[str, Any], policy: Policy) -> list[tuple[str, bytes]]:
+    return []
+
+
+def pin(url: str, metadata: dict[str, Any]) -> str:
+    return url  # a file id names one file
+
+
+def resolve(url: str, credentials: Credentials, policy: Policy) -> Resolved:
     """Blocking: walk Drive's pages to the file itself, then hand over its URL and cookies."""
     del credentials  # Drive files are fetched as "anyone with the link"
     file_id = parse(url)
-    with http.session() as session:
+    with http.session(policy) as session:
         response = _reach_file(session, f"{base_url()}/uc?id={quote(file_id)}&export=download", file_id)
         cookies = _cookie_header(session, response.url)
     return _describe(file_id, response, cookies)
@@ -84,8 +96,7 @@ def _reach_file(session: requests.Session, url: str, file_id: str) -> requests.R
         if _is_file(response):
             response.close()
             return response
-        url = _next_url(response, file_id)
-        policy.check_target(url)  # the page names the next address; an exposed server checks it first
+        url = _next_url(response, file_id)  # the guarded session checks it before it is contacted
     raise OrchestratorError(
         "gdrive_private", f"Google Drive kept answering with web pages for file {file_id}.", 403
     )
@@ -120,8 +131,10 @@ def _next_url(response: requests.Response, file_id: str) -> str:
 
 def _is_sign_in(url: str) -> bool:
     parts = urlsplit(url)
-    return (parts.hostname or "") == "accounts.google.com" or "ServiceLogin" in parts.path or (
-        "/signin" in parts.path
+    return (
+        (parts.hostname or "") == "accounts.google.com"
+        or "ServiceLogin" in parts.path
+        or ("/signin" in parts.path)
     )
 
 
@@ -168,7 +181,6 @@ def _describe(file_id: str, response: requests.Response, cookies: str | None) ->
         source=NAME,
         filename=filename,
         size=size,
-        resumable=response.status_code == 206,
         metadata={
             "file_id": file_id,
             "file_name": filename,

@@ -1,4 +1,4 @@
-"""What the service sources share: a session, settings from the environment, careful HTTP.
+"""What the service sources share: settings from the environment, careful HTTP, token rules.
 
 A service source talks to an API with a token and must never let that token
 travel further. So every request here is made with allow_redirects=False unless
@@ -15,21 +15,13 @@ from urllib.parse import urlsplit
 import requests
 
 from ..errors import OrchestratorError
+from ..net import HEADERS, USER_AGENT, session
+
+__all__ = ["HEADERS", "USER_AGENT", "session"]
 
 TIMEOUT = (10, 30)
 MAX_HOPS = 5  # redirects a source follows on the service's own host
 _ERROR_BODY_LIMIT = 64 * 1024
-
-
-USER_AGENT = "orchestrator/0.1 (+model downloader)"
-# identity: sizes and Range offsets must be about the bytes on disk, not a gzip stream
-HEADERS = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
-
-
-def session() -> requests.Session:
-    made = requests.Session()
-    made.headers.update(HEADERS)
-    return made
 
 
 def setting(name: str, default: str) -> str:

@@ -21,10 +21,13 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 import requests
 
 from ..errors import OrchestratorError, http_error
+from ..policy import Policy
 from . import http
 from .base import Credentials, Resolved
 
 NAME = "huggingface"
+LABEL = "Hugging Face"
+KNOWS_MODEL_TYPE = False
 SERVICE = "Hugging Face"
 DEFAULT_ENDPOINT = "https://huggingface.co"
 PUBLIC_SITE = "https://huggingface.co"  # where people log in and accept terms, whatever the endpoint
@@ -118,12 +121,16 @@ def _not_a_file() -> OrchestratorError:
     )
 
 
-def resolve(url: str, credentials: Credentials) -> Resolved:
+def sidecars(metadata: dict[str, Any], policy: Policy) -> list[tuple[str, bytes]]:
+    return []
+
+
+def resolve(url: str, credentials: Credentials, policy: Policy) -> Resolved:
     """Blocking: HEAD the resolve URL with the token, follow the Hub's own hops, stop at storage."""
     link = parse(url)
     token = http.token_from(credentials.huggingface, "HF_TOKEN")
     hub = endpoint()
-    with http.session() as session:
+    with http.session(policy) as session:
         response, storage = _head(session, hub + link.resolve_path(), hub, token, link)
         if storage is None and token:
             _check_public(session, response.url, link)

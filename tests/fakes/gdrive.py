@@ -35,8 +35,9 @@ class DriveFile:
 class FakeDrive:
     """Two hosts, like Drive: `drive` answers /uc, `content` serves the bytes."""
 
-    def __init__(self, drive_host: str = "127.0.0.6", content_host: str = "127.0.0.7",
-                 rate: int | None = None) -> None:
+    def __init__(
+        self, drive_host: str = "127.0.0.6", content_host: str = "127.0.0.7", rate: int | None = None
+    ) -> None:
         self.files: dict[str, DriveFile] = {}
         self.uuids: dict[str, str] = {}  # file id -> uuid its confirmation page handed out
         self.cookies: dict[str, str] = {}  # file id -> cookie value that page set
@@ -79,8 +80,10 @@ class _DriveHost(Service):
             target = f"{self.drive.content.base_url}/download?id={quote(file_id)}&export=download"
             return Reply.redirect(target, 303, {"Content-Type": "text/html; charset=UTF-8"})
         if request.path.startswith("/ServiceLogin"):
-            return Reply.html("<!DOCTYPE html><html><head><title>Sign in - Google Accounts</title></head>"
-                              "<body><form id='identifier'>Email or phone</form></body></html>")
+            return Reply.html(
+                "<!DOCTYPE html><html><head><title>Sign in - Google Accounts</title></head>"
+                "<body><form id='identifier'>Email or phone</form></body></html>"
+            )
         return Reply.html("<html><body>Google Drive</body></html>", 404)
 
 

@@ -65,8 +65,9 @@ def content_disposition(filename: str, kind: str = "attachment") -> str:
     return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"
 
 
-def serve_bytes(request: Request, data: bytes, headers: dict[str, str], rate: int | None = None,
-                key: str | None = None) -> Reply:
+def serve_bytes(
+    request: Request, data: bytes, headers: dict[str, str], rate: int | None = None, key: str | None = None
+) -> Reply:
     """200, 206 or 416 for data, honouring a single Range."""
     try:
         span = parse_range(request.header("Range"), len(data))
@@ -294,11 +295,14 @@ class SignedStorage(Service):
         if self._valid.get(signature) != key or key not in self.blobs:
             return _s3_error(403, "AccessDenied", "Signature does not match")
         blob = self.blobs[key]
-        headers = {"Content-Disposition": request.query.get("response-content-disposition", ""),
-                   "ETag": f'"{key}"', "Content-Type": blob.content_type}
+        headers = {
+            "Content-Disposition": request.query.get("response-content-disposition", ""),
+            "ETag": f'"{key}"',
+            "Content-Type": blob.content_type,
+        }
         return serve_bytes(request, blob.data, headers, self.rate, key)
 
 
 def _s3_error(status: int, code: str, message: str) -> Reply:
-    body = f"<?xml version=\"1.0\"?><Error><Code>{code}</Code><Message>{message}</Message></Error>"
+    body = f'<?xml version="1.0"?><Error><Code>{code}</Code><Message>{message}</Message></Error>'
     return Reply(status, {"Content-Type": "application/xml"}, body.encode())

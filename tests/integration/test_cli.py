@@ -46,21 +46,30 @@ class Cli:
 
     def run(self, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(
-            self.command(*args), cwd=self.workdir, env={**self.env, **(env or {})},
-            capture_output=True, text=True, timeout=90,
+            self.command(*args),
+            cwd=self.workdir,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=90,
         )
 
     def start(self, *args: str) -> subprocess.Popen:
         return subprocess.Popen(
-            self.command(*args), cwd=self.workdir, env=self.env,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            self.command(*args),
+            cwd=self.workdir,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
 
     def model_files(self) -> list[str]:
         if not self.models.exists():
             return []
         return sorted(
-            str(p.relative_to(self.models)) for p in self.models.rglob("*")
+            str(p.relative_to(self.models))
+            for p in self.models.rglob("*")
             if p.is_file() and ".staging" not in p.parts
         )
 
@@ -101,8 +110,13 @@ def wait_until(check, what: str, timeout: float = 30) -> None:
 def test_get_one_file_lands_verified_and_tokens_stay_secret(cli, origin):
     data = origin.add_file("/files/detail-tweaker.safetensors", 3 * MiB)
     result = cli.run(
-        "get", origin.url("/files/detail-tweaker.safetensors"), "--type", "lora",
-        "--civitai-token", TOKEN_CIVITAI, env={"HF_TOKEN": TOKEN_HF},
+        "get",
+        origin.url("/files/detail-tweaker.safetensors"),
+        "--type",
+        "lora",
+        "--civitai-token",
+        TOKEN_CIVITAI,
+        env={"HF_TOKEN": TOKEN_HF},
     )
 
     assert result.returncode == 0, result.stderr
@@ -153,7 +167,12 @@ def test_batch_runs_good_lines_and_reports_bad_ones_by_line(cli, origin):
     # the summary: one row per line that asked for something, in file order
     table = summary(result.stdout)
     assert [row.split()[0] for row in table] == [
-        "name", "first.safetensors", "models.txt:3", "my", "models.txt:6", "gone.bin",
+        "name",
+        "first.safetensors",
+        "models.txt:3",
+        "my",
+        "models.txt:6",
+        "gone.bin",
     ]
     assert "completed" in table[1] and hashlib.sha256(first).hexdigest()[:12] in table[1]
     assert "invalid" in table[2] and "failed" in table[5]
@@ -185,11 +204,17 @@ def test_ctrl_c_keeps_partial_data_and_the_same_command_resumes(cli, origin):
 def test_bad_command_lines_say_why_and_write_nothing(cli):
     cases = [
         (("get",), 2, "nothing to download"),
-        (("get", "http://a.example/x.bin", "http://b.example/y.bin", "-t", "lora", "-n", "x.bin"), 2,
-         "--name names one file"),
+        (
+            ("get", "http://a.example/x.bin", "http://b.example/y.bin", "-t", "lora", "-n", "x.bin"),
+            2,
+            "--name names one file",
+        ),
         (("get", "http://a.example/x.bin", "--type", "sdxl"), 2, "invalid choice: 'sdxl'"),
-        (("get", "ftp://a.example/x.bin", "--type", "lora"), 1,
-         "error: ftp://a.example/x.bin: Only http and https links"),
+        (
+            ("get", "ftp://a.example/x.bin", "--type", "lora"),
+            1,
+            "error: ftp://a.example/x.bin: Only http and https links",
+        ),
         (("get", "http://a.example/x.bin"), 1, "no model type"),
         (("get", "-i", "missing.txt", "--type", "lora"), 1, "cannot read the batch file missing.txt"),
     ]
@@ -207,8 +232,13 @@ def test_bad_command_lines_say_why_and_write_nothing(cli):
 def test_get_submits_to_the_running_server_so_the_page_sees_it(cli, server_factory, origin):
     data = origin.add_file("/srv/upscaler.pth", 2 * MiB)
     server = server_factory()
-    result = cli.run("get", origin.url("/srv/upscaler.pth"), "--type", "upscaler",
-                     env={"ORCHESTRATOR_PORT": str(server.port)})
+    result = cli.run(
+        "get",
+        origin.url("/srv/upscaler.pth"),
+        "--type",
+        "upscaler",
+        env={"ORCHESTRATOR_PORT": str(server.port)},
+    )
 
     assert result.returncode == 0, result.stderr
     assert f"Sending to the server at {server.base}" in result.stderr
@@ -288,8 +318,12 @@ def test_commands_that_need_a_server_say_so_when_none_answers(cli, origin):
 
 
 def test_doctor_reports_and_masks_tokens(cli):
-    result = cli.run("doctor", "--aria2-rpc-url", f"http://127.0.0.1:{cli.aria2_port}/jsonrpc",
-                     env={"CIVITAI_TOKEN": TOKEN_CIVITAI})
+    result = cli.run(
+        "doctor",
+        "--aria2-rpc-url",
+        f"http://127.0.0.1:{cli.aria2_port}/jsonrpc",
+        env={"CIVITAI_TOKEN": TOKEN_CIVITAI},
+    )
     assert result.returncode == 0, result.stdout
     lines = result.stdout.splitlines()
     assert any(line.startswith("ok") and "aria2c: 1." in line for line in lines)
@@ -303,8 +337,13 @@ def test_doctor_reports_and_masks_tokens(cli):
 def test_doctor_fails_on_an_unusable_models_folder(cli):
     blocker = cli.workdir / "not-a-folder"
     blocker.write_text("a file where the models folder should be")
-    result = cli.run("doctor", "--models-dir", str(blocker),
-                     "--aria2-rpc-url", f"http://127.0.0.1:{cli.aria2_port}/jsonrpc")
+    result = cli.run(
+        "doctor",
+        "--models-dir",
+        str(blocker),
+        "--aria2-rpc-url",
+        f"http://127.0.0.1:{cli.aria2_port}/jsonrpc",
+    )
     assert result.returncode == 1
     failing = result.stdout.split("FAIL  models folder:")[1].splitlines()
     assert "is not a folder" in failing[0] and failing[1].strip().startswith("fix:")

@@ -62,8 +62,9 @@ def test_aria2c_killed_mid_download_is_restarted_and_resumes(server_factory, ori
     os.kill(pid, signal.SIGKILL)
 
     # the page hears about it, and about the restart
-    restarted = client.until(lambda m: m.get("type") == "engine" and "restarted" in m["data"]["message"],
-                             timeout=30)
+    restarted = client.until(
+        lambda m: m.get("type") == "engine" and "restarted" in m["data"]["message"], timeout=30
+    )
     assert restarted["data"]["name"] == "aria2"
     done = server.wait_for(job["id"], {"completed", "failed"}, timeout=120)
     assert done["state"] == "completed", done
@@ -149,8 +150,9 @@ def small_disk(tmp_path):
         pytest.skip("mounting a small tmpfs needs root")
     mount = tmp_path / "disk"
     mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(mount)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(mount)], capture_output=True, text=True
+    )
     if result.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
     yield mount
@@ -207,8 +209,10 @@ def test_disk_filling_up_mid_download_fails_cleanly_and_retry_finishes(server_fa
 
 
 def test_fifty_jobs_twenty_running_none_lost_none_duplicated(server_factory, origin):
-    files = {f"/many/{n:02d}.bin": origin.add_file(f"/many/{n:02d}.bin", 512 * 1024, rate=384 * 1024)
-             for n in range(50)}
+    files = {
+        f"/many/{n:02d}.bin": origin.add_file(f"/many/{n:02d}.bin", 512 * 1024, rate=384 * 1024)
+        for n in range(50)
+    }
     server = server_factory("--max-active", "20")
     submitted: list[dict] = []
     lock = threading.Lock()
@@ -237,7 +241,9 @@ def test_fifty_jobs_twenty_running_none_lost_none_duplicated(server_factory, ori
     assert 1 < most_running <= 20
     for path, data in files.items():
         name = path.rsplit("/", 1)[1]
-        assert hashlib.sha256((server.models / "embedding" / name).read_bytes()).digest() == \
-            hashlib.sha256(data).digest()
+        assert (
+            hashlib.sha256((server.models / "embedding" / name).read_bytes()).digest()
+            == hashlib.sha256(data).digest()
+        )
     assert len(server.model_files()) == 50
     assert requests.get(server.base + "/api/health", timeout=5).json()["jobs"]["active"] == 0

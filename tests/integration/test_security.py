@@ -37,8 +37,14 @@ def test_exposed_server_requires_the_token_everywhere(server_factory):
     # a script uses the Bearer header
     headers = {"Authorization": f"Bearer {token}"}
     assert requests.get(server.base + "/api/downloads", headers=headers, timeout=5).ok
-    assert requests.get(server.base + "/api/downloads", timeout=5,
-                        headers={"Authorization": "Bearer wrong-token-wrong-token"}).status_code == 401
+    assert (
+        requests.get(
+            server.base + "/api/downloads",
+            timeout=5,
+            headers={"Authorization": "Bearer wrong-token-wrong-token"},
+        ).status_code
+        == 401
+    )
     # the page: the printed link trades the token for a cookie and drops it from the address
     session = requests.Session()
     login = session.get(f"{server.base}/?token={token}", allow_redirects=False, timeout=5)
@@ -56,9 +62,27 @@ def test_exposed_server_requires_the_token_everywhere(server_factory):
 
 def test_exposed_start_refuses_a_weak_token(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "serve", "--host", "0.0.0.0", "--port", str(free_port()),
-         "--token", "short", "--state-dir", str(tmp_path / "s"), "--models-dir", str(tmp_path / "m")],
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=30)
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(free_port()),
+            "--token",
+            "short",
+            "--state-dir",
+            str(tmp_path / "s"),
+            "--models-dir",
+            str(tmp_path / "m"),
+        ],
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode != 0
     assert "at least 16 characters" in result.stderr
 
@@ -68,8 +92,12 @@ def test_other_sites_and_rebound_names_are_refused_on_loopback(server_factory, o
     server = server_factory()
     # a page on another site posting into the local app (CSRF)
     evil = {"Origin": "http://evil.example"}
-    answer = requests.post(server.base + "/api/downloads", headers=evil, timeout=5,
-                           json={"url": origin.url("/x.bin"), "type": "lora"})
+    answer = requests.post(
+        server.base + "/api/downloads",
+        headers=evil,
+        timeout=5,
+        json={"url": origin.url("/x.bin"), "type": "lora"},
+    )
     assert answer.status_code == 403 and answer.json()["error"]["code"] == "forbidden_origin"
     # ... or opening the WebSocket (cross-site WebSocket hijacking)
     with pytest.raises(websocket.WebSocketBadStatusException):
@@ -79,8 +107,12 @@ def test_other_sites_and_rebound_names_are_refused_on_loopback(server_factory, o
     assert rebound.status_code == 401
     assert server.api("GET", "/api/downloads").json()["jobs"] == []
     # the app's own page still works
-    same = requests.post(server.base + "/api/downloads", timeout=5, headers={"Origin": server.base},
-                         json={"url": origin.url("/x.bin"), "type": "lora"})
+    same = requests.post(
+        server.base + "/api/downloads",
+        timeout=5,
+        headers={"Origin": server.base},
+        json={"url": origin.url("/x.bin"), "type": "lora"},
+    )
     assert same.status_code == 201
 
 
@@ -138,8 +170,9 @@ def test_tokens_never_reach_the_origin_aria2_or_any_file(server_factory, origin,
     civitai_token = "civitai-SECRET-0123456789abcdef"
     hf_token = "hf_SECRET0123456789abcdefABCDEF"
     server = server_factory()
-    job = server.submit(origin.url("/plain.safetensors"), "lora",
-                        civitai_token=civitai_token, hf_token=hf_token)
+    job = server.submit(
+        origin.url("/plain.safetensors"), "lora", civitai_token=civitai_token, hf_token=hf_token
+    )
     assert server.wait_for(job["id"], {"completed", "failed"})["state"] == "completed"
     server.stop()  # flush the session file and logs
     for request in origin.requests:

@@ -48,14 +48,30 @@ def test_model_link_with_auto_type_lands_verified_with_sidecars(world: World, se
     """Paste a model page, pick auto: the right file, the right folder, verified, described."""
     data = blob(4 * MiB, 1)
     world.civitai.add_model(100, "Film Look ✨", "LORA")
-    world.civitai.add_version(100, 200, [File("film.ckpt", blob(MiB, 2), format="PickleTensor"),
-                                         File("film.safetensors", data, primary=True)],
-                              name="v2.0", needs_token=True)
+    world.civitai.add_version(
+        100,
+        200,
+        [
+            File("film.ckpt", blob(MiB, 2), format="PickleTensor"),
+            File("film.safetensors", data, primary=True),
+        ],
+        name="v2.0",
+        needs_token=True,
+    )
     server = server_factory(env=world.env)
     client = connect(server)
     assert client.next()["type"] == "hello"
-    client.send({"type": "download", "id": "c1", "data": {
-        "type": "auto", "url": "https://civitai.com/models/100/film-look", "civitai_token": TOKEN}})
+    client.send(
+        {
+            "type": "download",
+            "id": "c1",
+            "data": {
+                "type": "auto",
+                "url": "https://civitai.com/models/100/film-look",
+                "civitai_token": TOKEN,
+            },
+        }
+    )
     job_id = client.until(lambda m: m.get("id") == "c1")["job"]
     done = client.until(is_event(job_id, "success", "error"))
 
@@ -77,7 +93,9 @@ def test_model_link_with_auto_type_lands_verified_with_sidecars(world: World, se
     assert info["preview_url"].startswith(world.storage.base_url)
     # beside the model: the API record and the preview, as A1111 / Civitai Helper expect
     assert server.model_files() == [
-        "lora/film.civitai.json", "lora/film.preview.jpeg", "lora/film.safetensors"
+        "lora/film.civitai.json",
+        "lora/film.preview.jpeg",
+        "lora/film.safetensors",
     ]
     record = json.loads((server.models / "lora" / "film.civitai.json").read_text())
     assert (record["modelId"], record["id"], record["baseModel"]) == (100, 200, "SDXL 1.0")
@@ -97,8 +115,14 @@ def test_model_link_with_auto_type_lands_verified_with_sidecars(world: World, se
 def test_air_urn_with_a_format_and_an_explicit_type(world: World, server_factory):
     ckpt = blob(2 * MiB, 3)
     world.civitai.add_model(110, "Base", "Checkpoint")
-    world.civitai.add_version(110, 210, [File("base.safetensors", blob(MiB, 4), primary=True),
-                                         File("base.ckpt", ckpt, format="PickleTensor")])
+    world.civitai.add_version(
+        110,
+        210,
+        [
+            File("base.safetensors", blob(MiB, 4), primary=True),
+            File("base.ckpt", ckpt, format="PickleTensor"),
+        ],
+    )
     server = server_factory(env=world.env)
     job = server.submit("urn:air:sd1:checkpoint:civitai:110@210.ckpt", "vae")
     done = server.wait_for(job["id"], {"completed", "failed"})
@@ -158,8 +182,9 @@ def test_refusals_fail_with_a_reason_and_leave_nothing(shared, setup, url, token
     assert server.staging_files() == []
 
 
-@pytest.mark.parametrize(("status", "code"), [(503, "origin_error"), (200, "origin_error")],
-                         ids=["5xx", "garbage-json"])
+@pytest.mark.parametrize(
+    ("status", "code"), [(503, "origin_error"), (200, "origin_error")], ids=["5xx", "garbage-json"]
+)
 def test_a_broken_api_fails_the_job_clearly(world: World, server_factory, status, code):
     world.civitai.add_model(120, "M", "LORA")
     world.civitai.add_version(120, 220, [File("m.safetensors", blob(MiB, 5), primary=True)])
@@ -178,8 +203,9 @@ def test_a_broken_api_fails_the_job_clearly(world: World, server_factory, status
 @pytest.mark.parametrize("engine", ["aria2", "requests"])
 def test_a_sha256_mismatch_removes_the_file_and_says_so(world: World, server_factory, engine):
     world.civitai.add_model(130, "Liar", "LORA")
-    world.civitai.add_version(130, 230, [File("liar.safetensors", blob(2 * MiB, 6), primary=True,
-                                              published_sha256="ab" * 32)])
+    world.civitai.add_version(
+        130, 230, [File("liar.safetensors", blob(2 * MiB, 6), primary=True, published_sha256="ab" * 32)]
+    )
     server = server_factory(*(["--engine", "requests"] if engine == "requests" else []), env=world.env)
     job = server.submit("130@230", "lora")
     failed = server.wait_for(job["id"], {"failed", "completed"})
@@ -255,8 +281,11 @@ def test_auto_is_offered_and_refused_for_links_that_cannot_say_their_type(world:
     types = server.api("GET", "/api/types").json()["types"]
     auto = next(t for t in types if t["name"] == "auto")
     assert "CivitAI" in auto["description"]
-    for url in ("https://example.com/model.safetensors", "acme/sd/model.safetensors",
-                "https://drive.google.com/file/d/1AbCdEfGhIjKlMnOpQrStUvWxYz/view"):
+    for url in (
+        "https://example.com/model.safetensors",
+        "acme/sd/model.safetensors",
+        "https://drive.google.com/file/d/1AbCdEfGhIjKlMnOpQrStUvWxYz/view",
+    ):
         answer = server.api("POST", "/api/downloads", json={"url": url, "type": "auto"})
         assert answer.status_code == 400
         assert answer.json()["error"]["code"] == "type_required"

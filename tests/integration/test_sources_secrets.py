@@ -36,8 +36,9 @@ def what_aria2_holds(server) -> str:
 
 def test_tokens_never_leave_the_api_hosts(world: World, server_factory, connect):
     world.civitai.add_model(700, "Secret Style", "LORA")
-    world.civitai.add_version(700, 701, [File("secret.safetensors", b"c" * 8 * MiB, primary=True)],
-                              needs_token=True)
+    world.civitai.add_version(
+        700, 701, [File("secret.safetensors", b"c" * 8 * MiB, primary=True)], needs_token=True
+    )
     world.hub.add_repo("acme/private", private=True)
     world.hub.add_file("acme/private", "unet.safetensors", b"h" * 2 * MiB)
     world.storage.rate = 256 * 1024  # CivitAI's file is still moving when aria2 is inspected
@@ -45,12 +46,26 @@ def test_tokens_never_leave_the_api_hosts(world: World, server_factory, connect)
     client = connect(server)
     client.next()
 
-    client.send({"type": "download", "id": "hf", "data": {
-        "type": "lora", "url": "hf://acme/private/unet.safetensors", "hf_token": huggingface.TOKEN}})
+    client.send(
+        {
+            "type": "download",
+            "id": "hf",
+            "data": {
+                "type": "lora",
+                "url": "hf://acme/private/unet.safetensors",
+                "hf_token": huggingface.TOKEN,
+            },
+        }
+    )
     hf_job = client.until(lambda m: m.get("id") == "hf")["job"]
     assert server.wait_for(hf_job, {"completed", "failed"})["state"] == "completed"
-    client.send({"type": "download", "id": "civ", "data": {
-        "type": "auto", "url": "https://civitai.com/models/700", "civitai_token": civitai.TOKEN}})
+    client.send(
+        {
+            "type": "download",
+            "id": "civ",
+            "data": {"type": "auto", "url": "https://civitai.com/models/700", "civitai_token": civitai.TOKEN},
+        }
+    )
     civ_job = client.until(lambda m: m.get("id") == "civ")["job"]
     server.wait_until(civ_job, lambda j: j["downloaded"] > 0)
 

@@ -60,8 +60,13 @@ class App:
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[App]:
-    settings = Settings(models_dir=tmp_path / "models", state_dir=tmp_path / "state",
-                        poll_interval=0.05, engine="requests", access_token=TOKEN)
+    settings = Settings(
+        models_dir=tmp_path / "models",
+        state_dir=tmp_path / "state",
+        poll_interval=0.05,
+        engine="requests",
+        access_token=TOKEN,
+    )
     engine = FakeEngine()
     with TestClient(create_app(settings, choice=EngineChoice(engine)), base_url=BASE_URL) as client:
         yield App(client, engine, settings)
@@ -120,23 +125,26 @@ def test_empty_list(app: App) -> None:
         (b"[1, 2]", 400, "invalid_message"),
         (b'"a string"', 400, "invalid_message"),
         (json.dumps({"url": "https://h.example/m.bin", "type": "../x"}).encode(), 400, "unknown_type"),
-        (json.dumps({"url": "https://h.example/m.bin", "type": "auto"}).encode(), 400,
-         "type_required"),
+        (json.dumps({"url": "https://h.example/m.bin", "type": "auto"}).encode(), 400, "type_required"),
         (json.dumps({"url": "https://h.example/m.bin"}).encode(), 400, "unknown_type"),
         (json.dumps({"url": "", "type": "lora"}).encode(), 400, "empty_url"),
         (json.dumps({"url": "ftp://h.example/m", "type": "lora"}).encode(), 400, "unsupported_scheme"),
-        (json.dumps({"url": "javascript:alert(1)", "type": "lora"}).encode(), 400,
-         "unsupported_scheme"),
+        (json.dumps({"url": "javascript:alert(1)", "type": "lora"}).encode(), 400, "unsupported_scheme"),
         (json.dumps({"url": "http://", "type": "lora"}).encode(), 400, "invalid_url"),
-        (json.dumps({"url": "https://h.example/m", "type": "lora", "name": ".."}).encode(), 400,
-         "invalid_filename"),
-        (json.dumps({"url": "https://h.example/m", "type": "lora", "pad": "x" * 70_000}).encode(),
-         413, "message_too_large"),
+        (
+            json.dumps({"url": "https://h.example/m", "type": "lora", "name": ".."}).encode(),
+            400,
+            "invalid_filename",
+        ),
+        (
+            json.dumps({"url": "https://h.example/m", "type": "lora", "pad": "x" * 70_000}).encode(),
+            413,
+            "message_too_large",
+        ),
     ],
 )
 def test_create_refuses_bad_requests(app: App, body: bytes, status: int, code: str) -> None:
-    answer = app.client.post("/api/downloads", content=body,
-                             headers={"Content-Type": "application/json"})
+    answer = app.client.post("/api/downloads", content=body, headers={"Content-Type": "application/json"})
     assert error_of(answer) == (status, code)
     assert app.client.get("/api/downloads").json() == {"jobs": []}
     assert app.engine.calls == []
@@ -146,8 +154,9 @@ def test_create_refuses_bad_requests(app: App, body: bytes, status: int, code: s
 def test_create_get_list_and_duplicate(app: App, origin: Origin) -> None:
     origin.add_file("/m/model.safetensors", 5000)
     url = origin.url("/m/model.safetensors")
-    job = app.submit({"url": url, "type": "lora", "id": 42, "civitai_token": "civ-TOKEN-xyz",
-                      "hf_token": "hf_TOKEN_abc"})
+    job = app.submit(
+        {"url": url, "type": "lora", "id": 42, "civitai_token": "civ-TOKEN-xyz", "hf_token": "hf_TOKEN_abc"}
+    )
     assert job["url"] == url
     assert job["type"] == "lora"
     assert job["folder"] == "lora"
@@ -170,9 +179,13 @@ def test_create_get_list_and_duplicate(app: App, origin: Origin) -> None:
 
 
 def test_unknown_job_is_404(app: App) -> None:
-    for method, path in [("GET", "/api/downloads/zzz"), ("DELETE", "/api/downloads/zzz"),
-                         ("POST", "/api/downloads/zzz/pause"), ("POST", "/api/downloads/zzz/resume"),
-                         ("POST", "/api/downloads/zzz/retry")]:
+    for method, path in [
+        ("GET", "/api/downloads/zzz"),
+        ("DELETE", "/api/downloads/zzz"),
+        ("POST", "/api/downloads/zzz/pause"),
+        ("POST", "/api/downloads/zzz/resume"),
+        ("POST", "/api/downloads/zzz/retry"),
+    ]:
         assert error_of(app.client.request(method, path)) == (404, "not_found"), path
 
 
@@ -247,8 +260,9 @@ def with_nan_id(message: dict) -> str:
 def test_nan_id_in_a_rest_request_is_refused(app: App, origin: Origin) -> None:
     origin.add_file("/n.bin", 100)
     body = with_nan_id({"url": origin.url("/n.bin"), "type": "lora"})
-    answer = app.client.post("/api/downloads", content=body.encode(),
-                             headers={"Content-Type": "application/json"})
+    answer = app.client.post(
+        "/api/downloads", content=body.encode(), headers={"Content-Type": "application/json"}
+    )
     assert error_of(answer) == (400, "invalid_json")
     listed = app.client.get("/api/downloads")
     assert listed.status_code == 200
@@ -351,8 +365,7 @@ def test_too_large_message_is_refused(app: App) -> None:
         (None, "invalid_message"),
     ],
 )
-def test_download_with_bad_input_answers_with_a_download_error(app: App, data: Any,
-                                                               code: str) -> None:
+def test_download_with_bad_input_answers_with_a_download_error(app: App, data: Any, code: str) -> None:
     with app.client.websocket_connect(WS_URL) as ws:
         ws.receive_json()
         ws.send_text(json.dumps({"type": "download", "id": 11, "data": data}))
@@ -372,12 +385,19 @@ def test_download_events_reach_every_client_with_the_senders_id(app: App, origin
     with app.client.websocket_connect(WS_URL) as sender, app.client.websocket_connect(WS_URL) as other:
         sender.receive_json()
         other.receive_json()
-        sender.send_text(json.dumps({"type": "download", "id": {"tab": 1},
-                                     "data": {"type": "lora", "url": url,
-                                              "civitai_token": "civ-TOKEN"}}))
+        sender.send_text(
+            json.dumps(
+                {
+                    "type": "download",
+                    "id": {"tab": 1},
+                    "data": {"type": "lora", "url": url, "civitai_token": "civ-TOKEN"},
+                }
+            )
+        )
         for ws in (sender, other):
-            started = receive_until(ws, lambda m: m["type"] == "download"
-                                    and m["data"]["status"] == "started")
+            started = receive_until(
+                ws, lambda m: m["type"] == "download" and m["data"]["status"] == "started"
+            )
             assert started["id"] == {"tab": 1}
             assert started["data"]["url"] == url
             assert started["data"]["type"] == "lora"
@@ -386,16 +406,16 @@ def test_download_events_reach_every_client_with_the_senders_id(app: App, origin
         job_id = started["job"]
 
         # the same link again: the sender gets the existing job's started event, with its id
-        sender.send_text(json.dumps({"type": "download", "id": 99,
-                                     "data": {"type": "lora", "url": url}}))
+        sender.send_text(json.dumps({"type": "download", "id": 99, "data": {"type": "lora", "url": url}}))
         repeat = receive_until(sender, lambda m: m.get("id") == 99)
         assert repeat["job"] == job_id
         assert repeat["data"]["status"] == "started"
 
         sender.send_text(json.dumps({"type": "cancel", "id": 5, "data": {"job": job_id}}))
         for ws in (sender, other):
-            cancelled = receive_until(ws, lambda m: m["type"] == "download"
-                                      and m["data"]["status"] == "cancelled")
+            cancelled = receive_until(
+                ws, lambda m: m["type"] == "download" and m["data"]["status"] == "cancelled"
+            )
             assert cancelled["job"] == job_id
             assert cancelled["data"]["state"] == "cancelled"
     assert app.job(job_id)["state"] == "cancelled"
@@ -408,27 +428,35 @@ def test_foreign_host_needs_the_token(app: App) -> None:
     """DNS rebinding: a page on evil.example resolving to 127.0.0.1."""
     answer = app.client.get("/api/downloads", headers={"Host": "evil.example:8000"})
     assert error_of(answer) == (401, "unauthorized")
-    with_token = app.client.get("/api/downloads", headers={
-        "Host": "evil.example:8000", "Authorization": f"Bearer {TOKEN}"})
+    with_token = app.client.get(
+        "/api/downloads", headers={"Host": "evil.example:8000", "Authorization": f"Bearer {TOKEN}"}
+    )
     assert with_token.status_code == 200
-    wrong = app.client.get("/api/downloads", headers={
-        "Host": "evil.example:8000", "Authorization": "Bearer not-the-token"})
+    wrong = app.client.get(
+        "/api/downloads", headers={"Host": "evil.example:8000", "Authorization": "Bearer not-the-token"}
+    )
     assert wrong.status_code == 401
 
 
 def test_cross_site_post_is_refused(app: App) -> None:
-    answer = app.client.post("/api/downloads", json={"url": "https://h.example/m", "type": "lora"},
-                             headers={"Origin": "http://evil.example"})
+    answer = app.client.post(
+        "/api/downloads",
+        json={"url": "https://h.example/m", "type": "lora"},
+        headers={"Origin": "http://evil.example"},
+    )
     assert error_of(answer) == (403, "forbidden_origin")
     assert app.client.get("/api/downloads").json() == {"jobs": []}
-    same_site = app.client.post("/api/downloads", json={"url": "https://h.example/m", "type": "x"},
-                                headers={"Origin": BASE_URL})
+    same_site = app.client.post(
+        "/api/downloads", json={"url": "https://h.example/m", "type": "x"}, headers={"Origin": BASE_URL}
+    )
     assert error_of(same_site) == (400, "unknown_type")  # reached the app
 
 
 def test_cross_site_websocket_is_refused(app: App) -> None:
-    with pytest.raises(WebSocketDisconnect) as closed, app.client.websocket_connect(
-            WS_URL, headers={"Origin": "http://evil.example"}):
+    with (
+        pytest.raises(WebSocketDisconnect) as closed,
+        app.client.websocket_connect(WS_URL, headers={"Origin": "http://evil.example"}),
+    ):
         pass
     assert closed.value.code == 1008
     with app.client.websocket_connect(WS_URL, headers={"Origin": BASE_URL}) as ws:
@@ -436,8 +464,7 @@ def test_cross_site_websocket_is_refused(app: App) -> None:
 
 
 def test_login_link_trades_the_token_for_a_cookie(app: App) -> None:
-    answer = app.client.get(f"/?token={TOKEN}", headers={"Host": "tunnel.example"},
-                            follow_redirects=False)
+    answer = app.client.get(f"/?token={TOKEN}", headers={"Host": "tunnel.example"}, follow_redirects=False)
     assert answer.status_code == 303
     assert "token" not in answer.headers["location"]
     cookie = answer.headers["set-cookie"]
@@ -445,6 +472,5 @@ def test_login_link_trades_the_token_for_a_cookie(app: App) -> None:
     assert "HttpOnly" in cookie
     name, _, rest = cookie.partition("=")
     value = rest.split(";")[0]
-    health = app.client.get("/api/health", headers={"Host": "tunnel.example",
-                                                     "Cookie": f"{name}={value}"})
+    health = app.client.get("/api/health", headers={"Host": "tunnel.example", "Cookie": f"{name}={value}"})
     assert health.status_code == 200

@@ -79,8 +79,7 @@ def test_runtime_config_is_private_and_complete(tmp_path: Path, base_config: Pat
     assert downloads.is_dir()
 
 
-def test_runtime_config_rewrite_keeps_mode_and_replaces_secret(tmp_path: Path,
-                                                              base_config: Path) -> None:
+def test_runtime_config_rewrite_keeps_mode_and_replaces_secret(tmp_path: Path, base_config: Path) -> None:
     first = write_runtime_config(tmp_path, "one", 6800, tmp_path / "dl")
     os.chmod(first, 0o644)
     second = write_runtime_config(tmp_path, "two", 6800, tmp_path / "dl")
@@ -91,8 +90,9 @@ def test_runtime_config_rewrite_keeps_mode_and_replaces_secret(tmp_path: Path,
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
-def test_project_aria2_conf_is_found_and_holds_no_secret(tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_project_aria2_conf_is_found_and_holds_no_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("ORCHESTRATOR_ARIA2_CONF", raising=False)
     base = aria2_daemon.find_base_config()
     keys = [key for key, _ in options(base)]
@@ -147,8 +147,11 @@ def test_command_line_never_holds_the_secret(tmp_path: Path, base_config: Path) 
 
 @pytest.mark.parametrize(
     ("url", "port"),
-    [("http://127.0.0.1:6801/jsonrpc", 6801), ("http://127.0.0.1/jsonrpc", 6800),
-     ("http://localhost:7000", 7000)],
+    [
+        ("http://127.0.0.1:6801/jsonrpc", 6801),
+        ("http://127.0.0.1/jsonrpc", 6800),
+        ("http://localhost:7000", 7000),
+    ],
 )
 def test_rpc_port(url: str, port: int) -> None:
     assert rpc_port(url) == port

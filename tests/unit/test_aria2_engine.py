@@ -49,9 +49,17 @@ def test_describe_error(code, message, ours: str, http_status) -> None:
 
 
 def test_status_from_an_error_answer() -> None:
-    answer = [{"gid": "a", "status": "error", "totalLength": "100", "completedLength": "40",
-               "downloadSpeed": "0", "errorCode": "22",
-               "errorMessage": "Invalid response. status=403"}]
+    answer = [
+        {
+            "gid": "a",
+            "status": "error",
+            "totalLength": "100",
+            "completedLength": "40",
+            "downloadSpeed": "0",
+            "errorCode": "22",
+            "errorMessage": "Invalid response. status=403",
+        }
+    ]
     status = Aria2Engine._status("a", answer)
     assert status.state == ERROR
     assert (status.completed, status.total) == (40, 100)
@@ -61,12 +69,19 @@ def test_status_from_an_error_answer() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "state"),
-    [("active", ACTIVE), ("waiting", WAITING), ("paused", PAUSED), ("complete", COMPLETE),
-     ("removed", REMOVED), ("weird", MISSING)],
+    [
+        ("active", ACTIVE),
+        ("waiting", WAITING),
+        ("paused", PAUSED),
+        ("complete", COMPLETE),
+        ("removed", REMOVED),
+        ("weird", MISSING),
+    ],
 )
 def test_status_states(raw: str, state: str) -> None:
-    answer = [{"gid": "a", "status": raw, "totalLength": "0", "completedLength": "0",
-               "downloadSpeed": "1500"}]
+    answer = [
+        {"gid": "a", "status": raw, "totalLength": "0", "completedLength": "0", "downloadSpeed": "1500"}
+    ]
     status = Aria2Engine._status("a", answer)
     assert status.state == state
     assert status.total is None  # 0 means aria2 does not know yet
@@ -152,11 +167,16 @@ def test_describe_a_running_daemon(engine: Aria2Engine) -> None:
 
 
 @needs_aria2
-def test_download_completes_with_the_right_bytes(engine: Aria2Engine, origin: Origin,
-                                                 tmp_path: Path) -> None:
+def test_download_completes_with_the_right_bytes(engine: Aria2Engine, origin: Origin, tmp_path: Path) -> None:
     data = origin.add_file("/m.safetensors", 1_500_000)
-    handle = engine.start(Transfer(urls=[origin.url("/m.safetensors")], directory=tmp_path / "job",
-                                   filename="model.safetensors", size=len(data)))
+    handle = engine.start(
+        Transfer(
+            urls=[origin.url("/m.safetensors")],
+            directory=tmp_path / "job",
+            filename="model.safetensors",
+            size=len(data),
+        )
+    )
     status = wait_state(engine, handle, {COMPLETE, ERROR})
     assert status.state == COMPLETE, status
     assert status.completed == status.total == len(data)
@@ -166,13 +186,19 @@ def test_download_completes_with_the_right_bytes(engine: Aria2Engine, origin: Or
 
 
 @needs_aria2
-def test_published_checksum_is_checked_by_aria2(engine: Aria2Engine, origin: Origin,
-                                                tmp_path: Path) -> None:
+def test_published_checksum_is_checked_by_aria2(engine: Aria2Engine, origin: Origin, tmp_path: Path) -> None:
     data = origin.add_file("/m.bin", 200_000)
-    good = engine.start(Transfer(urls=[origin.url("/m.bin")], directory=tmp_path / "good",
-                                 filename="m.bin", sha256=hashlib.sha256(data).hexdigest()))
-    bad = engine.start(Transfer(urls=[origin.url("/m.bin")], directory=tmp_path / "bad",
-                                filename="m.bin", sha256="0" * 64))
+    good = engine.start(
+        Transfer(
+            urls=[origin.url("/m.bin")],
+            directory=tmp_path / "good",
+            filename="m.bin",
+            sha256=hashlib.sha256(data).hexdigest(),
+        )
+    )
+    bad = engine.start(
+        Transfer(urls=[origin.url("/m.bin")], directory=tmp_path / "bad", filename="m.bin", sha256="0" * 64)
+    )
     assert wait_state(engine, good, {COMPLETE, ERROR}).state == COMPLETE
     failed = wait_state(engine, bad, {COMPLETE, ERROR})
     assert failed.state == ERROR
@@ -180,13 +206,15 @@ def test_published_checksum_is_checked_by_aria2(engine: Aria2Engine, origin: Ori
 
 
 @needs_aria2
-def test_poll_of_three_transfers_is_one_rpc_request(engine: Aria2Engine, origin: Origin,
-                                                    tmp_path: Path, mocker) -> None:
+def test_poll_of_three_transfers_is_one_rpc_request(
+    engine: Aria2Engine, origin: Origin, tmp_path: Path, mocker
+) -> None:
     handles = []
     for n in range(3):
         origin.add_file(f"/f{n}.bin", 50_000 + n)
-        handles.append(engine.start(Transfer(urls=[origin.url(f"/f{n}.bin")],
-                                             directory=tmp_path, filename=f"f{n}.bin")))
+        handles.append(
+            engine.start(Transfer(urls=[origin.url(f"/f{n}.bin")], directory=tmp_path, filename=f"f{n}.bin"))
+        )
     for handle in handles:
         wait_state(engine, handle, {COMPLETE})
     post = mocker.spy(aria2p.Client, "post")
@@ -205,8 +233,9 @@ def test_unknown_gid_is_missing(engine: Aria2Engine) -> None:
 @needs_aria2
 def test_pause_resume_remove(engine: Aria2Engine, origin: Origin, tmp_path: Path) -> None:
     data = origin.add_file("/slow.bin", 3_000_000, rate=150_000)
-    handle = engine.start(Transfer(urls=[origin.url("/slow.bin")], directory=tmp_path,
-                                   filename="slow.bin", size=len(data)))
+    handle = engine.start(
+        Transfer(urls=[origin.url("/slow.bin")], directory=tmp_path, filename="slow.bin", size=len(data))
+    )
     wait_state(engine, handle, {ACTIVE})
     engine.pause(handle)
     paused = wait_state(engine, handle, {PAUSED})
@@ -222,7 +251,10 @@ def test_pause_resume_remove(engine: Aria2Engine, origin: Origin, tmp_path: Path
 @needs_aria2
 def test_extra_headers_reach_the_origin(engine: Aria2Engine, origin: Origin, tmp_path: Path) -> None:
     origin.add_file("/h.bin", 1000)
-    handle = engine.start(Transfer(urls=[origin.url("/h.bin")], directory=tmp_path,
-                                   filename="h.bin", headers=["Cookie: warning=ok"]))
+    handle = engine.start(
+        Transfer(
+            urls=[origin.url("/h.bin")], directory=tmp_path, filename="h.bin", headers=["Cookie: warning=ok"]
+        )
+    )
     wait_state(engine, handle, {COMPLETE})
     assert all(r.header("Cookie") == "warning=ok" for r in origin.requests_for("/h.bin"))

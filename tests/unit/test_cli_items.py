@@ -17,7 +17,7 @@ def test_lines_comments_blank_lines_and_quoted_names():
         "# my list\n"
         "\n"
         "https://cdn.example/a.safetensors lora\n"
-        "   https://cdn.example/b.pt Embedding \"my name.pt\"   # trailing comment\n"
+        '   https://cdn.example/b.pt Embedding "my name.pt"   # trailing comment\n'
         "https://cdn.example/c.bin#frag vae\n"
     )
     assert bad == []
@@ -66,7 +66,10 @@ def test_unreadable_batch_file_is_one_clear_problem(tmp_path):
 def test_request_carries_tokens_only_when_set_and_repr_never_shows_them():
     item = check_item(0, "x", "https://cdn.example/a.bin", "LoRA", "a.bin")
     assert item.request(Credentials(), overwrite=False) == {
-        "url": "https://cdn.example/a.bin", "type": "lora", "overwrite": False, "name": "a.bin"
+        "url": "https://cdn.example/a.bin",
+        "type": "lora",
+        "overwrite": False,
+        "name": "a.bin",
     }
     credentials = Credentials(civitai="civ-secret", huggingface="hf-secret")
     body = item.request(credentials, overwrite=True)
@@ -76,8 +79,17 @@ def test_request_carries_tokens_only_when_set_and_repr_never_shows_them():
 
 def test_outcome_from_a_job_object():
     item = Item(3, "models.txt:3", "https://cdn.example/a.bin", "vae")
-    done = Outcome.from_job(item, {"state": "completed", "filename": "a.bin", "total": 10,
-                                   "sha256": "ab" * 32, "path": "vae/a.bin", "error": None})
+    done = Outcome.from_job(
+        item,
+        {
+            "state": "completed",
+            "filename": "a.bin",
+            "total": 10,
+            "sha256": "ab" * 32,
+            "path": "vae/a.bin",
+            "error": None,
+        },
+    )
     assert done.ok and done.label == "a.bin" and done.size == 10
     failed = Outcome.from_job(item, {"state": "failed", "error": {"code": "x", "message": "It broke."}})
     assert not failed.ok and failed.error == "It broke." and failed.label == "a.bin"

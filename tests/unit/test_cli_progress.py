@@ -12,8 +12,17 @@ MiB = 1024 * 1024
 
 
 def job(state: str = "downloading", **fields) -> dict:
-    return {"state": state, "label": "model.safetensors", "downloaded": 42 * MiB, "total": 100 * MiB,
-            "rate": 12.34, "eta": 14.2, "path": None, "error": None, **fields}
+    return {
+        "state": state,
+        "label": "model.safetensors",
+        "downloaded": 42 * MiB,
+        "total": 100 * MiB,
+        "rate": 12.34,
+        "eta": 14.2,
+        "path": None,
+        "error": None,
+        **fields,
+    }
 
 
 class Terminal(io.StringIO):
@@ -72,11 +81,20 @@ def test_bar_mode_draws_a_bar_with_size_and_speed():
 
 
 def test_summary_table_in_input_order():
-    table = summary_table([
-        Outcome(2, "models.txt:2", "models.txt:2", None, "invalid", error="unknown type 'sdxl'"),
-        Outcome(1, "models.txt:1", "a.safetensors", "lora", "completed", size=3 * MiB,
-                sha256="0123456789ab" + "f" * 52),
-    ]).splitlines()
+    table = summary_table(
+        [
+            Outcome(2, "models.txt:2", "models.txt:2", None, "invalid", error="unknown type 'sdxl'"),
+            Outcome(
+                1,
+                "models.txt:1",
+                "a.safetensors",
+                "lora",
+                "completed",
+                size=3 * MiB,
+                sha256="0123456789ab" + "f" * 52,
+            ),
+        ]
+    ).splitlines()
     assert table[0].split() == ["name", "type", "status", "size", "sha256", "/", "error"]
     assert table[1].split() == ["a.safetensors", "lora", "completed", "3.0", "MiB", "0123456789ab…"]
     assert table[2].split()[:3] == ["models.txt:2", "-", "invalid"]

@@ -17,16 +17,30 @@ ENV_NAMES = [env for env, _, _ in config._FLAGS.values()]
 EXPECTED = {
     "default": {name: name for name in MODEL_TYPES},
     "a1111": {
-        "checkpoint": "Stable-diffusion", "lora": "Lora", "vae": "VAE", "embedding": "embeddings",
-        "upscaler": "ESRGAN", "controlnet": "ControlNet", "hypernetwork": "hypernetworks",
-        "motion_module": "animatediff_models", "clip_vision": "clip_vision",
-        "text_encoder": "text_encoder", "diffusion_model": "Stable-diffusion",
+        "checkpoint": "Stable-diffusion",
+        "lora": "Lora",
+        "vae": "VAE",
+        "embedding": "embeddings",
+        "upscaler": "ESRGAN",
+        "controlnet": "ControlNet",
+        "hypernetwork": "hypernetworks",
+        "motion_module": "animatediff_models",
+        "clip_vision": "clip_vision",
+        "text_encoder": "text_encoder",
+        "diffusion_model": "Stable-diffusion",
     },
     "comfyui": {
-        "checkpoint": "checkpoints", "lora": "loras", "vae": "vae", "embedding": "embeddings",
-        "upscaler": "upscale_models", "controlnet": "controlnet", "hypernetwork": "hypernetworks",
-        "motion_module": "animatediff_models", "clip_vision": "clip_vision",
-        "text_encoder": "text_encoders", "diffusion_model": "diffusion_models",
+        "checkpoint": "checkpoints",
+        "lora": "loras",
+        "vae": "vae",
+        "embedding": "embeddings",
+        "upscaler": "upscale_models",
+        "controlnet": "controlnet",
+        "hypernetwork": "hypernetworks",
+        "motion_module": "animatediff_models",
+        "clip_vision": "clip_vision",
+        "text_encoder": "text_encoders",
+        "diffusion_model": "diffusion_models",
     },
 }
 CASES = [(layout, kind) for layout in EXPECTED for kind in MODEL_TYPES]
@@ -150,8 +164,7 @@ def test_bad_values_stop_at_start(clean_env: pytest.MonkeyPatch, argv: list[str]
     ("name", "value"),
     [("ORCHESTRATOR_ENGINE", "aria"), ("ORCHESTRATOR_PORT", "x"), ("ORCHESTRATOR_LAYOUT", "")],
 )
-def test_bad_environment_values_stop_at_start(clean_env: pytest.MonkeyPatch, name: str,
-                                              value: str) -> None:
+def test_bad_environment_values_stop_at_start(clean_env: pytest.MonkeyPatch, name: str, value: str) -> None:
     clean_env.setenv(name, value)
     with pytest.raises(SystemExit):
         settings_from_args(parse([]))

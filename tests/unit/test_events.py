@@ -23,8 +23,7 @@ def test_every_subscription_gets_every_message() -> None:
     hub.publish({"type": "download", "n": 1})
     hub.publish({"type": "download", "n": 2, "text": "模型"})
     for sub in subs:
-        assert drain(sub) == [{"type": "download", "n": 1},
-                              {"type": "download", "n": 2, "text": "模型"}]
+        assert drain(sub) == [{"type": "download", "n": 1}, {"type": "download", "n": 2, "text": "模型"}]
     assert hub.sent == 6
 
 
@@ -51,7 +50,7 @@ def test_full_queue_drops_the_oldest_and_keeps_the_newest() -> None:
     assert slow.dropped == 5
     assert fast.dropped == 0
     assert len(received) == events.QUEUE_LIMIT
-    assert received[0] == 5          # the five oldest went
+    assert received[0] == 5  # the five oldest went
     assert received[-1] == total - 1  # the newest survived
     assert received == sorted(received)
 

@@ -39,11 +39,16 @@ def engine() -> Iterator[RequestsEngine]:
         made.close()
 
 
-def transfer(origin: Origin, path: str, directory: Path, size: int | None = None,
-             filename: str = "model.safetensors", sha256: str | None = None) -> Transfer:
+def transfer(
+    origin: Origin,
+    path: str,
+    directory: Path,
+    size: int | None = None,
+    filename: str = "model.safetensors",
+    sha256: str | None = None,
+) -> Transfer:
     """sha256: the hash a source published; only then does the engine hash while streaming."""
-    return Transfer(urls=[origin.url(path)], directory=directory, filename=filename, size=size,
-                    sha256=sha256)
+    return Transfer(urls=[origin.url(path)], directory=directory, filename=filename, size=size, sha256=sha256)
 
 
 def wait_for(engine: RequestsEngine, handle: str, check, timeout: float = 15):
@@ -96,8 +101,9 @@ def test_empty_file(engine: RequestsEngine, origin: Origin, tmp_path: Path) -> N
     assert (tmp_path / "empty.bin").read_bytes() == b""
 
 
-def test_dropped_connection_resumes_with_a_range(engine: RequestsEngine, origin: Origin,
-                                                 tmp_path: Path, backoffs: list[float]) -> None:
+def test_dropped_connection_resumes_with_a_range(
+    engine: RequestsEngine, origin: Origin, tmp_path: Path, backoffs: list[float]
+) -> None:
     data = origin.add_file("/drop.bin", 600_000, drop_after=250_000)
     handle = engine.start(transfer(origin, "/drop.bin", tmp_path, size=len(data), sha256=sha(data)))
     status = wait_state(engine, handle, DONE)
@@ -112,7 +118,8 @@ def test_dropped_connection_resumes_with_a_range(engine: RequestsEngine, origin:
 
 
 def test_server_ignoring_range_after_a_drop_still_gives_right_bytes(
-        engine: RequestsEngine, origin: Origin, tmp_path: Path, backoffs: list[float]) -> None:
+    engine: RequestsEngine, origin: Origin, tmp_path: Path, backoffs: list[float]
+) -> None:
     data = origin.add_file("/norange.bin", 500_000, drop_after=200_000, accept_ranges=False)
     handle = engine.start(transfer(origin, "/norange.bin", tmp_path, sha256=sha(data)))
     status = wait_state(engine, handle, DONE)
@@ -126,7 +133,8 @@ def test_server_ignoring_range_after_a_drop_still_gives_right_bytes(
 
 
 def test_pause_then_resume_continues_from_the_partial_file(
-        engine: RequestsEngine, origin: Origin, tmp_path: Path) -> None:
+    engine: RequestsEngine, origin: Origin, tmp_path: Path
+) -> None:
     data = origin.add_file("/slow.bin", 400_000, rate=200_000)
     handle = engine.start(transfer(origin, "/slow.bin", tmp_path, size=len(data), sha256=sha(data)))
     wait_for(engine, handle, lambda s: s.state == ACTIVE and s.completed > 0)
@@ -170,8 +178,7 @@ def test_unknown_handle_is_missing(engine: RequestsEngine) -> None:
 
 
 @pytest.mark.parametrize(("status", "code"), [(404, "origin_not_found"), (403, "origin_forbidden")])
-def test_error_status(engine: RequestsEngine, origin: Origin, tmp_path: Path, status: int,
-                      code: str) -> None:
+def test_error_status(engine: RequestsEngine, origin: Origin, tmp_path: Path, status: int, code: str) -> None:
     origin.add_file("/gone.bin", 1000, status=status)
     handle = engine.start(transfer(origin, "/gone.bin", tmp_path))
     result = wait_state(engine, handle, DONE)
@@ -189,8 +196,9 @@ def test_web_page_is_not_a_file(engine: RequestsEngine, origin: Origin, tmp_path
     assert result.error_code == "not_a_file"
 
 
-def test_transient_errors_give_up_after_the_retries(engine: RequestsEngine, origin: Origin,
-                                                    tmp_path: Path, backoffs: list[float]) -> None:
+def test_transient_errors_give_up_after_the_retries(
+    engine: RequestsEngine, origin: Origin, tmp_path: Path, backoffs: list[float]
+) -> None:
     origin.add_file("/busy.bin", 1000, status=503)
     handle = engine.start(transfer(origin, "/busy.bin", tmp_path))
     result = wait_state(engine, handle, DONE)
@@ -200,8 +208,9 @@ def test_transient_errors_give_up_after_the_retries(engine: RequestsEngine, orig
     assert backoffs == sorted(backoffs)  # waits grow
 
 
-def test_pre_existing_partial_file_is_continued(engine: RequestsEngine, origin: Origin,
-                                                tmp_path: Path) -> None:
+def test_pre_existing_partial_file_is_continued(
+    engine: RequestsEngine, origin: Origin, tmp_path: Path
+) -> None:
     data = origin.add_file("/big.bin", 500_000)
     (tmp_path / "model.safetensors").write_bytes(data[:180_000])
     handle = engine.start(transfer(origin, "/big.bin", tmp_path, size=len(data), sha256=sha(data)))
@@ -213,8 +222,9 @@ def test_pre_existing_partial_file_is_continued(engine: RequestsEngine, origin: 
     assert status.sha256 == sha(data)
 
 
-def test_pre_existing_partial_file_with_unknown_size(engine: RequestsEngine, origin: Origin,
-                                                     tmp_path: Path) -> None:
+def test_pre_existing_partial_file_with_unknown_size(
+    engine: RequestsEngine, origin: Origin, tmp_path: Path
+) -> None:
     data = origin.add_file("/big.bin", 300_000)
     (tmp_path / "model.safetensors").write_bytes(data[:1000])
     handle = engine.start(transfer(origin, "/big.bin", tmp_path, sha256=sha(data)))
@@ -225,8 +235,7 @@ def test_pre_existing_partial_file_with_unknown_size(engine: RequestsEngine, ori
     assert status.sha256 == sha(data)
 
 
-def test_complete_file_on_disk_is_only_hashed(engine: RequestsEngine, origin: Origin,
-                                              tmp_path: Path) -> None:
+def test_complete_file_on_disk_is_only_hashed(engine: RequestsEngine, origin: Origin, tmp_path: Path) -> None:
     data = origin.add_file("/done.bin", 100_000)
     (tmp_path / "model.safetensors").write_bytes(data)
     handle = engine.start(transfer(origin, "/done.bin", tmp_path, size=len(data), sha256=sha(data)))
@@ -237,7 +246,8 @@ def test_complete_file_on_disk_is_only_hashed(engine: RequestsEngine, origin: Or
 
 
 def test_complete_file_with_unknown_size_gets_416_and_finishes(
-        engine: RequestsEngine, origin: Origin, tmp_path: Path) -> None:
+    engine: RequestsEngine, origin: Origin, tmp_path: Path
+) -> None:
     data = origin.add_file("/done.bin", 100_000)
     (tmp_path / "model.safetensors").write_bytes(data)
     handle = engine.start(transfer(origin, "/done.bin", tmp_path, sha256=sha(data)))
@@ -249,7 +259,8 @@ def test_complete_file_with_unknown_size_gets_416_and_finishes(
 
 
 def test_longer_file_on_disk_than_expected_is_fetched_again(
-        engine: RequestsEngine, origin: Origin, tmp_path: Path) -> None:
+    engine: RequestsEngine, origin: Origin, tmp_path: Path
+) -> None:
     data = origin.add_file("/m.bin", 50_000)
     (tmp_path / "model.safetensors").write_bytes(b"x" * 80_000)
     handle = engine.start(transfer(origin, "/m.bin", tmp_path, size=len(data), sha256=sha(data)))
@@ -261,8 +272,12 @@ def test_longer_file_on_disk_than_expected_is_fetched_again(
 
 def test_extra_headers_are_sent(engine: RequestsEngine, origin: Origin, tmp_path: Path) -> None:
     origin.add_file("/c.bin", 10)
-    job = Transfer(urls=[origin.url("/c.bin")], directory=tmp_path, filename="c.bin",
-                   headers=["Cookie: download_warning=abc"])
+    job = Transfer(
+        urls=[origin.url("/c.bin")],
+        directory=tmp_path,
+        filename="c.bin",
+        headers=["Cookie: download_warning=abc"],
+    )
     wait_state(engine, engine.start(job), DONE)
     [request] = origin.requests_for("/c.bin")
     assert request.header("Cookie") == "download_warning=abc"
@@ -301,8 +316,10 @@ def test_the_engine_says_from_its_thread_when_a_transfer_ends(origin: Origin, tm
     origin.add_file("/gone.bin", 10, status=404)
     origin.add_file("/slow.bin", 400_000, rate=100_000)
     try:
-        runs = [engine.start(transfer(origin, name, tmp_path / name.strip("/")))
-                for name in ("/ok.bin", "/gone.bin", "/slow.bin")]
+        runs = [
+            engine.start(transfer(origin, name, tmp_path / name.strip("/")))
+            for name in ("/ok.bin", "/gone.bin", "/slow.bin")
+        ]
         ok, gone, slow = runs
         wait_for(engine, slow, lambda s: s.completed > 0)
         engine.pause(slow)  # a pause is not an end
@@ -317,7 +334,8 @@ def test_the_engine_says_from_its_thread_when_a_transfer_ends(origin: Origin, tm
 
 
 def test_reads_are_big_on_a_fast_link_and_small_on_a_slow_one(
-        engine: RequestsEngine, origin: Origin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine: RequestsEngine, origin: Origin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     asked: dict[str, list[int]] = {}
     real_read = fallback._read
 
@@ -338,8 +356,9 @@ def test_reads_are_big_on_a_fast_link_and_small_on_a_slow_one(
     assert set(asked["slow.bin"]) == {MIN_READ}  # progress (and a pause) every 64 KiB
 
 
-def test_a_plain_link_is_not_hashed_while_streaming(engine: RequestsEngine, origin: Origin,
-                                                    tmp_path: Path) -> None:
+def test_a_plain_link_is_not_hashed_while_streaming(
+    engine: RequestsEngine, origin: Origin, tmp_path: Path
+) -> None:
     """No published hash, nothing to check: the manager hashes the installed file later."""
     data = origin.add_file("/plain.bin", 300_000)
     handle = engine.start(transfer(origin, "/plain.bin", tmp_path))

@@ -147,8 +147,8 @@ def test_model_folder_inside_models_dir(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "folder", ["..", "../elsewhere", "lora/../../x", "/etc", "/", "", ".", STAGING_FOLDER,
-               f"{STAGING_FOLDER}/abc"]
+    "folder",
+    ["..", "../elsewhere", "lora/../../x", "/etc", "/", "", ".", STAGING_FOLDER, f"{STAGING_FOLDER}/abc"],
 )
 def test_model_folder_refuses_escapes_and_staging(tmp_path: Path, folder: str) -> None:
     assert code_of(files.model_folder, tmp_path, folder) == "invalid_folder"
@@ -329,17 +329,17 @@ def test_write_sidecars_beside_the_model_replacing_older_ones(tmp_path: Path) ->
     target.parent.mkdir()
     target.write_bytes(b"model")
     (tmp_path / "lora" / "model.civitai.json").write_text("old")
-    written = files.write_sidecars(target, [(".civitai.json", b'{"id": 1}'),
-                                            (".preview.png", b"\x89PNG")])
-    assert written == [tmp_path / "lora" / "model.civitai.json",
-                       tmp_path / "lora" / "model.preview.png"]
+    written = files.write_sidecars(target, [(".civitai.json", b'{"id": 1}'), (".preview.png", b"\x89PNG")])
+    assert written == [tmp_path / "lora" / "model.civitai.json", tmp_path / "lora" / "model.preview.png"]
     assert (tmp_path / "lora" / "model.civitai.json").read_bytes() == b'{"id": 1}'
     assert sorted(p.name for p in target.parent.iterdir()) == [
-        "model.civitai.json", "model.preview.png", "model.safetensors"]
+        "model.civitai.json",
+        "model.preview.png",
+        "model.safetensors",
+    ]
 
 
-@pytest.mark.parametrize("suffix", ["", "civitai.json", "/../../x.json", ".a/b", ". json",
-                                    ".a.b.c.d"])
+@pytest.mark.parametrize("suffix", ["", "civitai.json", "/../../x.json", ".a/b", ". json", ".a.b.c.d"])
 def test_write_sidecars_refuses_odd_suffixes(tmp_path: Path, suffix: str) -> None:
     target = tmp_path / "model.safetensors"
     with pytest.raises(ValueError, match="sidecar"):

@@ -28,6 +28,7 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.events import Hub
 from orchestrator.jobs import Job, JobStore, State
 from orchestrator.manager import Manager
+from orchestrator.policy import Policy
 from orchestrator.sources import Credentials, Resolved
 
 from .fake_engine import FakeEngine
@@ -48,12 +49,17 @@ class FakeResolver:
     answers: dict[str, Resolved | Exception] = field(default_factory=dict)
     seen: list[tuple[str, Credentials]] = field(default_factory=list)
 
-    def __call__(self, url: str, credentials: Credentials) -> Resolved:
+    def __call__(self, url: str, credentials: Credentials, policy: Policy) -> Resolved:
         self.seen.append((url, credentials))
         answer = self.answers.get(url)
         if answer is None:
-            answer = Resolved(urls=[url], source="direct", filename="model.safetensors",
-                              size=len(DATA), metadata={"host": "files.example"})
+            answer = Resolved(
+                urls=[url],
+                source="direct",
+                filename="model.safetensors",
+                size=len(DATA),
+                metadata={"host": "files.example"},
+            )
         if isinstance(answer, Exception):
             raise answer
         return answer
@@ -82,13 +88,17 @@ class World:
         """Every file under the models folder, outside staging, relative."""
         if not self.models.exists():
             return []
-        return sorted(str(p.relative_to(self.models)) for p in self.models.rglob("*")
-                      if p.is_file() and ".staging" not in p.relative_to(self.models).parts)
+        return sorted(
+            str(p.relative_to(self.models))
+            for p in self.models.rglob("*")
+            if p.is_file() and ".staging" not in p.relative_to(self.models).parts
+        )
 
     def staging_files(self) -> list[str]:
         root = self.models / ".staging"
-        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) \
-            if root.exists() else []
+        return (
+            sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
+        )
 
     def collect(self) -> list[dict]:
         while not self.sub.queue.empty():
@@ -96,17 +106,18 @@ class World:
         return self.events
 
     def statuses(self, job: Job) -> list[str]:
-        return [e["data"]["status"] for e in self.collect()
-                if e.get("type") == "download" and e.get("job") == job.id]
+        return [
+            e["data"]["status"]
+            for e in self.collect()
+            if e.get("type") == "download" and e.get("job") == job.id
+        ]
 
     def last(self, job: Job, status: str) -> dict:
-        matching = [e for e in self.collect() if e.get("job") == job.id
-                    and e["data"]["status"] == status]
+        matching = [e for e in self.collect() if e.get("job") == job.id and e["data"]["status"] == status]
         assert matching, f"no {status} event for {job.id}: {self.events}"
         return matching[-1]
 
-    async def until(self, check: Callable[[], bool], what: str = "condition",
-                    timeout: float = 5.0) -> None:
+    async def until(self, check: Callable[[], bool], what: str = "condition", timeout: float = 5.0) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while not check():
@@ -115,20 +126,27 @@ class World:
             await asyncio.sleep(0.005)
 
     async def state(self, job: Job, *states: State) -> None:
-        await self.until(lambda: job.state in states and job.id not in self.manager._tasks,
-                         f"job {job.id} to be {states} (is {job.state})")
+        await self.until(
+            lambda: job.state in states and not self.manager.busy(job.id),
+            f"job {job.id} to be {states} (is {job.state})",
+        )
 
     async def submit(self, request: dict | None = None, request_id: Any = 7) -> Job:
-        job, created = await self.manager.submit({"url": URL, "type": "lora", **(request or {})},
-                                                 request_id=request_id)
+        job, created = await self.manager.submit(
+            {"url": URL, "type": "lora", **(request or {})}, request_id=request_id
+        )
         assert created
         return job
 
     async def handed_over(self, job: Job) -> None:
         """Wait until the engine has the transfer (the job waits for a poll to say more)."""
-        await self.until(lambda: (job.handle is not None and job.id not in self.manager._tasks)
-                         or job.state in (State.FAILED, State.COMPLETED),
-                         f"job {job.id} to reach the engine (is {job.state})")
+        await self.until(
+            lambda: (
+                (job.handle is not None and not self.manager.busy(job.id))
+                or job.state in (State.FAILED, State.COMPLETED)
+            ),
+            f"job {job.id} to reach the engine (is {job.state})",
+        )
 
     async def running(self, job: Job) -> None:
         """Hand-over, then one poll: the fake engine reports it active."""
@@ -147,10 +165,20 @@ class World:
         self.store.close()
 
 
-def make_world(tmp: Path, engine: FakeEngine | None = None, resolver: FakeResolver | None = None,
-               layout: str = "default", poll_interval: float = 0.05) -> World:
-    settings = Settings(models_dir=tmp / "models", state_dir=tmp / "state", layout=layout,
-                        poll_interval=poll_interval, engine="requests")
+def make_world(
+    tmp: Path,
+    engine: FakeEngine | None = None,
+    resolver: FakeResolver | None = None,
+    layout: str = "default",
+    poll_interval: float = 0.05,
+) -> World:
+    settings = Settings(
+        models_dir=tmp / "models",
+        state_dir=tmp / "state",
+        layout=layout,
+        poll_interval=poll_interval,
+        engine="requests",
+    )
     settings.models_dir.mkdir(parents=True, exist_ok=True)
     store = JobStore(settings.database_path)
     engine = engine or FakeEngine()
@@ -204,8 +232,7 @@ def error_code(call) -> Callable[[], Any]:
         (None, "invalid_message"),
     ],
 )
-def test_submit_refuses_bad_input_and_stores_nothing(tmp_path: Path, request_body: Any,
-                                                     code: str) -> None:
+def test_submit_refuses_bad_input_and_stores_nothing(tmp_path: Path, request_body: Any, code: str) -> None:
     async def body(world: World) -> None:
         with pytest.raises(OrchestratorError) as caught:
             await world.manager.submit(request_body, request_id=1)
@@ -224,8 +251,7 @@ def test_submit_refuses_bad_input_and_stores_nothing(tmp_path: Path, request_bod
 def test_duplicate_active_submission_returns_the_same_job(tmp_path: Path) -> None:
     async def body(world: World) -> None:
         first = await world.submit()
-        again, created = await world.manager.submit({"url": f"  {URL} ", "type": "lora"},
-                                                    request_id="other")
+        again, created = await world.manager.submit({"url": f"  {URL} ", "type": "lora"}, request_id="other")
         assert created is False
         assert again is first
         other_type, created = await world.manager.submit({"url": URL, "type": "vae"})
@@ -286,12 +312,21 @@ def test_completed_transfer_is_verified_and_filed(tmp_path: Path) -> None:
         success = world.last(job, "success")
         assert success["id"] == 7  # the submitter's id
         assert success["data"] == {
-            "status": "success", "state": "completed", "label": "model.safetensors",
-            "path": "lora/model.safetensors", "size": len(DATA), "sha256": None,
+            "status": "success",
+            "state": "completed",
+            "label": "model.safetensors",
+            "actions": [],
+            "path": "lora/model.safetensors",
+            "size": len(DATA),
+            "sha256": None,
             "already_present": False,
         }
         assert world.last(job, "hashed")["data"] == {
-            "status": "hashed", "state": "completed", "label": "model.safetensors", "sha256": SHA,
+            "status": "hashed",
+            "state": "completed",
+            "label": "model.safetensors",
+            "actions": [],
+            "sha256": SHA,
         }
         metadata = world.last(job, "metadata")
         assert metadata["data"]["info"] == {"host": "files.example"}
@@ -330,8 +365,7 @@ def test_explicit_name_is_used(tmp_path: Path) -> None:
 def test_progress_and_waiting_are_relayed(tmp_path: Path) -> None:
     async def body(world: World) -> None:
         job, handle = await world.downloading()
-        world.engine.report(handle, ACTIVE, completed=len(DATA) // 4, total=len(DATA),
-                            speed=2_000_000.0)
+        world.engine.report(handle, ACTIVE, completed=len(DATA) // 4, total=len(DATA), speed=2_000_000.0)
         await asyncio.sleep(world.settings.poll_interval)  # progress events are rate-limited
         await world.manager.poll_once()
         assert job.public()["progress"] == 0.25
@@ -368,9 +402,9 @@ def test_size_mismatch_fails_and_removes_the_staging_folder(tmp_path: Path) -> N
 
 def test_checksum_mismatch_fails_and_removes_the_file(tmp_path: Path) -> None:
     async def body(world: World) -> None:
-        world.resolver.answers[URL] = Resolved(urls=[URL], source="direct",
-                                               filename="model.safetensors", size=len(DATA),
-                                               sha256="AB" * 32)
+        world.resolver.answers[URL] = Resolved(
+            urls=[URL], source="direct", filename="model.safetensors", size=len(DATA), sha256="AB" * 32
+        )
         job, handle = await world.downloading()
         assert world.engine.transfers[handle].sha256 == "ab" * 32
         world.engine.finish(handle, DATA)
@@ -385,9 +419,9 @@ def test_checksum_mismatch_fails_and_removes_the_file(tmp_path: Path) -> None:
 
 def test_published_checksum_that_matches(tmp_path: Path) -> None:
     async def body(world: World) -> None:
-        world.resolver.answers[URL] = Resolved(urls=[URL], source="direct",
-                                               filename="model.safetensors", size=len(DATA),
-                                               sha256=SHA.upper())
+        world.resolver.answers[URL] = Resolved(
+            urls=[URL], source="direct", filename="model.safetensors", size=len(DATA), sha256=SHA.upper()
+        )
         job, handle = await world.downloading()
         world.engine.finish(handle, DATA)
         await world.manager.poll_once()
@@ -399,8 +433,9 @@ def test_published_checksum_that_matches(tmp_path: Path) -> None:
 
 def test_web_page_of_unknown_size_is_not_filed(tmp_path: Path) -> None:
     async def body(world: World) -> None:
-        world.resolver.answers[URL] = Resolved(urls=[URL], source="direct",
-                                               filename="model.safetensors", size=None)
+        world.resolver.answers[URL] = Resolved(
+            urls=[URL], source="direct", filename="model.safetensors", size=None
+        )
         job, handle = await world.downloading()
         world.engine.finish(handle, PAGE)
         world.engine.report(handle, COMPLETE, total=None)  # the engine does not know either
@@ -413,11 +448,11 @@ def test_web_page_of_unknown_size_is_not_filed(tmp_path: Path) -> None:
     scenario(tmp_path, body)
 
 
-def test_web_page_of_unknown_size_is_not_filed_when_the_engine_knows_its_length(
-        tmp_path: Path) -> None:
+def test_web_page_of_unknown_size_is_not_filed_when_the_engine_knows_its_length(tmp_path: Path) -> None:
     async def body(world: World) -> None:
-        world.resolver.answers[URL] = Resolved(urls=[URL], source="direct",
-                                               filename="model.safetensors", size=None)
+        world.resolver.answers[URL] = Resolved(
+            urls=[URL], source="direct", filename="model.safetensors", size=None
+        )
         job, handle = await world.downloading()
         world.engine.finish(handle, PAGE)  # reports total=len(PAGE), as aria2 does
         await world.manager.poll_once()
@@ -515,8 +550,9 @@ def test_overwrite_given_as_a_string_never_replaces_a_file(tmp_path: Path, value
 
 def test_not_enough_disk_space(tmp_path: Path) -> None:
     async def body(world: World) -> None:
-        world.resolver.answers[URL] = Resolved(urls=[URL], source="direct",
-                                               filename="huge.safetensors", size=10**18)
+        world.resolver.answers[URL] = Resolved(
+            urls=[URL], source="direct", filename="huge.safetensors", size=10**18
+        )
         job = await world.submit()
         await world.state(job, State.FAILED)
         assert job.error_code == "disk_full"
@@ -527,9 +563,11 @@ def test_not_enough_disk_space(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("error", "code"),
-    [(OrchestratorError("origin_not_found", "gone", 502), "origin_not_found"),
-     (OrchestratorError("not_a_file", "a page", 422), "not_a_file"),
-     (RuntimeError("a bug"), "internal")],
+    [
+        (OrchestratorError("origin_not_found", "gone", 502), "origin_not_found"),
+        (OrchestratorError("not_a_file", "a page", 422), "not_a_file"),
+        (RuntimeError("a bug"), "internal"),
+    ],
 )
 def test_resolver_failure_fails_the_job(tmp_path: Path, error: Exception, code: str) -> None:
     async def body(world: World) -> None:
@@ -553,8 +591,7 @@ def test_resolver_failure_fails_the_job(tmp_path: Path, error: Exception, code: 
 @pytest.mark.parametrize("name", ["v2#final.safetensors", "what?.safetensors", "100%25.safetensors"])
 def test_server_filename_is_kept_as_it_is(tmp_path: Path, name: str) -> None:
     async def body(world: World) -> None:
-        world.resolver.answers[URL] = Resolved(urls=[URL], source="direct", filename=name,
-                                               size=len(DATA))
+        world.resolver.answers[URL] = Resolved(urls=[URL], source="direct", filename=name, size=len(DATA))
         job = await world.submit()
         await world.handed_over(job)
         assert job.filename == name.replace("?", "_")
@@ -697,8 +734,12 @@ def test_engine_removed_elsewhere(tmp_path: Path) -> None:
 def test_engine_error_fails_the_job(tmp_path: Path) -> None:
     async def body(world: World) -> None:
         job, handle = await world.downloading()
-        world.engine.report(handle, ERROR, error_code="origin_not_found",
-                            error_message="The server says the file does not exist.")
+        world.engine.report(
+            handle,
+            ERROR,
+            error_code="origin_not_found",
+            error_message="The server says the file does not exist.",
+        )
         await world.manager.poll_once()
         await world.state(job, State.FAILED)
         assert job.error_code == "origin_not_found"
@@ -710,8 +751,7 @@ def test_engine_error_fails_the_job(tmp_path: Path) -> None:
 def test_expired_link_is_resolved_and_added_again(tmp_path: Path) -> None:
     async def body(world: World) -> None:
         job, handle = await world.downloading()
-        world.engine.report(handle, ERROR, completed=5000, error_code="origin_forbidden",
-                            http_status=403)
+        world.engine.report(handle, ERROR, completed=5000, error_code="origin_forbidden", http_status=403)
         await world.manager.poll_once()
         await world.until(lambda: len(world.engine.called("start")) == 2, "a second start")
         await world.running(job)
@@ -786,8 +826,9 @@ def test_engine_connection_trouble_is_engine_unavailable(tmp_path: Path) -> None
 
 def test_tokens_reach_the_resolver_but_are_never_stored_or_sent(tmp_path: Path) -> None:
     async def body(world: World) -> None:
-        job, handle = await world.downloading({"civitai_token": "  civ-TOKEN-123 ",
-                                               "hf_token": "hf_TOKEN_456"})
+        job, handle = await world.downloading(
+            {"civitai_token": "  civ-TOKEN-123 ", "hf_token": "hf_TOKEN_456"}
+        )
         [(_, credentials)] = world.resolver.seen
         assert credentials.civitai == "civ-TOKEN-123"
         assert credentials.huggingface == "hf_TOKEN_456"
@@ -807,19 +848,19 @@ def test_tokens_reach_the_resolver_but_are_never_stored_or_sent(tmp_path: Path) 
 def test_restart_lists_the_jobs_with_their_states(tmp_path: Path) -> None:
     async def first_run(world: World) -> list[tuple[str, str]]:
         world.resolver.answers["https://files.example/bad.bin"] = OrchestratorError(
-            "origin_not_found", "gone", 502)
+            "origin_not_found", "gone", 502
+        )
         done, handle = await world.downloading()
         world.engine.finish(handle, DATA)
         await world.manager.poll_once()
         await world.state(done, State.COMPLETED)
-        failed, _ = await world.manager.submit({"url": "https://files.example/bad.bin",
-                                                "type": "vae"})
+        failed, _ = await world.manager.submit({"url": "https://files.example/bad.bin", "type": "vae"})
         await world.state(failed, State.FAILED)
-        running, _ = await world.manager.submit({"url": "https://files.example/b.bin",
-                                                 "type": "vae"}, request_id={"tab": 2})
+        running, _ = await world.manager.submit(
+            {"url": "https://files.example/b.bin", "type": "vae"}, request_id={"tab": 2}
+        )
         await world.running(running)
-        paused, _ = await world.manager.submit({"url": "https://files.example/c.bin",
-                                                "type": "vae"})
+        paused, _ = await world.manager.submit({"url": "https://files.example/c.bin", "type": "vae"})
         await world.running(paused)
         await world.manager.pause(paused.id)
         return [(j["id"], j["state"]) for j in world.manager.snapshot()]
@@ -881,8 +922,15 @@ def test_restart_with_an_engine_that_forgot_everything(tmp_path: Path) -> None:
 def test_restart_finishes_a_job_that_was_verifying(tmp_path: Path) -> None:
     async def main() -> None:
         world = make_world(tmp_path)
-        job = Job(id="00112233aabb", url=URL, model_type="lora", folder="lora",
-                  state=State.VERIFYING, filename="model.safetensors", size=len(DATA))
+        job = Job(
+            id="00112233aabb",
+            url=URL,
+            model_type="lora",
+            folder="lora",
+            state=State.VERIFYING,
+            filename="model.safetensors",
+            size=len(DATA),
+        )
         world.store.save(job)
         staged = world.staging(job) / "model.safetensors"
         staged.parent.mkdir(parents=True)
@@ -903,9 +951,18 @@ def test_restart_finishes_a_job_that_was_verifying(tmp_path: Path) -> None:
 
 def _completed_while_hashing(world: World) -> Job:
     """A job stored by an app that stopped after installing the file, before its hash was known."""
-    job = Job(id="00112233aacc", url=URL, model_type="lora", folder="lora", state=State.COMPLETED,
-              filename="model.safetensors", size=len(DATA), downloaded=len(DATA),
-              path="lora/model.safetensors", hashing=True)
+    job = Job(
+        id="00112233aacc",
+        url=URL,
+        model_type="lora",
+        folder="lora",
+        state=State.COMPLETED,
+        filename="model.safetensors",
+        size=len(DATA),
+        downloaded=len(DATA),
+        path="lora/model.safetensors",
+        hashing=True,
+    )
     world.store.save(job)
     return job
 
@@ -953,8 +1010,7 @@ def test_a_file_deleted_before_its_hash_leaves_the_job_completed_without_one(tmp
 def test_restart_prepares_a_queued_job_again(tmp_path: Path) -> None:
     async def main() -> None:
         world = make_world(tmp_path)
-        job = Job(id="00112233aabc", url=URL, model_type="lora", folder="lora",
-                  state=State.RESOLVING)
+        job = Job(id="00112233aabc", url=URL, model_type="lora", folder="lora", state=State.RESOLVING)
         world.store.save(job)
         try:
             await world.manager.start()
@@ -972,15 +1028,15 @@ def test_restart_prepares_a_queued_job_again(tmp_path: Path) -> None:
 
 def test_the_next_poll_comes_at_the_soonest_eta_but_never_later_than_the_interval(tmp_path: Path) -> None:
     async def body(world: World) -> None:
-        assert world.manager._next_poll_in() == 10.0  # nothing downloading
+        assert world.manager.poller.next_poll_in() == 10.0  # nothing downloading
         job, handle = await world.downloading()
         world.engine.report(handle, ACTIVE, completed=len(DATA) // 2, speed=len(DATA) / 0.6)
         await world.manager.poll_once()
         assert job.eta == pytest.approx(0.3, abs=0.01)
-        assert world.manager._next_poll_in() == pytest.approx(0.35, abs=0.01)
+        assert world.manager.poller.next_poll_in() == pytest.approx(0.35, abs=0.01)
         world.engine.report(handle, ACTIVE, completed=len(DATA) // 2, speed=1.0)  # hours left
         await world.manager.poll_once()
-        assert world.manager._next_poll_in() == 10.0
+        assert world.manager.poller.next_poll_in() == 10.0
 
     scenario(tmp_path, body, poll_interval=10.0)
 

@@ -9,6 +9,7 @@ import pytest
 
 from orchestrator import files, sources
 from orchestrator.errors import OrchestratorError
+from orchestrator.policy import OPEN
 from orchestrator.sources import Credentials, civitai
 from orchestrator.sources.civitai import Link
 from tests.fakes.civitai import TOKEN, FakeCivitai, File
@@ -42,7 +43,7 @@ def code_of(call, *args) -> str:
 
 
 def resolve(url: str, token: str | None = None):
-    return civitai.resolve(url, Credentials(civitai=token))
+    return civitai.resolve(url, Credentials(civitai=token), OPEN)
 
 
 # -- the forms people paste ------------------------------------------------------------------------
@@ -127,12 +128,27 @@ def version_with(*files: dict) -> dict:
     return {"id": 7, "name": "v1", "model": {"name": "M"}, "files": list(files)}
 
 
-PRUNED = {"id": 1, "name": "a-pruned.safetensors", "type": "Model", "primary": False,
-          "metadata": {"format": "SafeTensor", "size": "pruned", "fp": "fp16"}}
-FULL = {"id": 2, "name": "a-full.safetensors", "type": "Model", "primary": True,
-        "metadata": {"format": "SafeTensor", "size": "full", "fp": "fp32"}}
-CKPT = {"id": 3, "name": "a.ckpt", "type": "Model", "primary": False,
-        "metadata": {"format": "PickleTensor", "size": "full", "fp": "fp32"}}
+PRUNED = {
+    "id": 1,
+    "name": "a-pruned.safetensors",
+    "type": "Model",
+    "primary": False,
+    "metadata": {"format": "SafeTensor", "size": "pruned", "fp": "fp16"},
+}
+FULL = {
+    "id": 2,
+    "name": "a-full.safetensors",
+    "type": "Model",
+    "primary": True,
+    "metadata": {"format": "SafeTensor", "size": "full", "fp": "fp32"},
+}
+CKPT = {
+    "id": 3,
+    "name": "a.ckpt",
+    "type": "Model",
+    "primary": False,
+    "metadata": {"format": "PickleTensor", "size": "full", "fp": "fp32"},
+}
 VAE = {"id": 4, "name": "a.vae.safetensors", "type": "VAE", "primary": False, "metadata": {}}
 
 
@@ -195,12 +211,19 @@ def test_metadata_describes_the_model(api: FakeCivitai) -> None:
     assert resolved.model_type == "lora"
     info = resolved.metadata
     assert {k: info[k] for k in ("model_name", "version_name", "model_type", "base_model", "file_name")} == {
-        "model_name": "Film Look", "version_name": "v2", "model_type": "LORA",
-        "base_model": "SDXL 1.0", "file_name": "film.safetensors",
+        "model_name": "Film Look",
+        "version_name": "v2",
+        "model_type": "LORA",
+        "base_model": "SDXL 1.0",
+        "file_name": "film.safetensors",
     }
     assert info["trained_words"] == ["vintage photo", "film grain"]
     assert (info["size"], info["sha256"], info["nsfw"], info["model_id"], info["version_id"]) == (
-        len(DATA), SHA, False, 100, 200
+        len(DATA),
+        SHA,
+        False,
+        100,
+        200,
     )
     assert info["preview_url"].endswith("/preview.jpeg")  # the video is skipped
     record = info["civitai"]
@@ -212,10 +235,21 @@ def test_metadata_describes_the_model(api: FakeCivitai) -> None:
 
 @pytest.mark.parametrize(
     ("civitai_type", "ours"),
-    [("Checkpoint", "checkpoint"), ("LORA", "lora"), ("LoCon", "lora"), ("DoRA", "lora"),
-     ("TextualInversion", "embedding"), ("VAE", "vae"), ("Upscaler", "upscaler"),
-     ("Controlnet", "controlnet"), ("Hypernetwork", "hypernetwork"), ("MotionModule", "motion_module"),
-     ("Poses", None), ("Wildcards", None), ("Other", None)],
+    [
+        ("Checkpoint", "checkpoint"),
+        ("LORA", "lora"),
+        ("LoCon", "lora"),
+        ("DoRA", "lora"),
+        ("TextualInversion", "embedding"),
+        ("VAE", "vae"),
+        ("Upscaler", "upscaler"),
+        ("Controlnet", "controlnet"),
+        ("Hypernetwork", "hypernetwork"),
+        ("MotionModule", "motion_module"),
+        ("Poses", None),
+        ("Wildcards", None),
+        ("Other", None),
+    ],
 )
 def test_civitai_types_map_to_folders(api: FakeCivitai, civitai_type: str, ours: str | None) -> None:
     api.add_model(300, "Typed", civitai_type)
@@ -247,8 +281,11 @@ def test_the_token_can_come_from_the_environment(api: FakeCivitai, monkeypatch) 
 
 
 def test_the_download_link_of_the_chosen_file_is_used(api: FakeCivitai) -> None:
-    api.add_version(100, 210, [File("f.safetensors", DATA, primary=True),
-                               File("f.ckpt", DATA[:1000], format="PickleTensor")])
+    api.add_version(
+        100,
+        210,
+        [File("f.safetensors", DATA, primary=True), File("f.ckpt", DATA[:1000], format="PickleTensor")],
+    )
     resolved = resolve("https://civitai.com/api/download/models/210?format=PickleTensor")
     assert resolved.filename == "f.ckpt"
     assert resolved.size == 1000
@@ -320,8 +357,9 @@ def test_a_version_without_files_through_the_api(api: FakeCivitai) -> None:
     assert code_of(resolve, "100@260") == "civitai_no_files"
 
 
-@pytest.mark.parametrize(("status", "code"), [(500, "origin_error"), (503, "origin_error"),
-                                              (429, "origin_rate_limited")])
+@pytest.mark.parametrize(
+    ("status", "code"), [(500, "origin_error"), (503, "origin_error"), (429, "origin_rate_limited")]
+)
 def test_api_failures(api: FakeCivitai, status: int, code: str) -> None:
     api.failing = status
     assert code_of(resolve, "100@200") == code
@@ -345,7 +383,7 @@ def test_an_unreachable_api(monkeypatch) -> None:
 
 def test_sidecars_are_the_record_and_the_preview(api: FakeCivitai, storage) -> None:
     resolved = resolve("100@200")
-    extras = dict(civitai.sidecars(resolved.metadata))
+    extras = dict(civitai.sidecars(resolved.metadata, OPEN))
     assert set(extras) == {".civitai.json", ".preview.jpeg"}
     record = json.loads(extras[".civitai.json"])
     assert (record["modelId"], record["id"], record["baseModel"]) == (100, 200, "SDXL 1.0")
@@ -357,8 +395,8 @@ def test_sidecars_are_the_record_and_the_preview(api: FakeCivitai, storage) -> N
 def test_a_missing_preview_leaves_only_the_record(api: FakeCivitai, storage) -> None:
     resolved = resolve("100@200")
     storage.public.clear()
-    assert [suffix for suffix, _ in civitai.sidecars(resolved.metadata)] == [".civitai.json"]
-    assert civitai.sidecars({}) == []
+    assert [suffix for suffix, _ in civitai.sidecars(resolved.metadata, OPEN)] == [".civitai.json"]
+    assert civitai.sidecars({}, OPEN) == []
 
 
 def test_sidecars_are_written_beside_the_model_and_replace_old_ones(tmp_path) -> None:
@@ -370,7 +408,9 @@ def test_sidecars_are_written_beside_the_model_and_replace_old_ones(tmp_path) ->
     assert [p.name for p in written] == ["film.civitai.json", "film.preview.png"]
     assert (tmp_path / "lora" / "film.civitai.json").read_bytes() == b"{}"
     assert sorted(p.name for p in model.parent.iterdir()) == [
-        "film.civitai.json", "film.preview.png", "film.safetensors"
+        "film.civitai.json",
+        "film.preview.png",
+        "film.safetensors",
     ]
     with pytest.raises(ValueError):
         files.write_sidecars(model, [("/../../evil", b"x")])

@@ -8,6 +8,7 @@ import pytest
 
 from orchestrator import sources
 from orchestrator.errors import OrchestratorError
+from orchestrator.policy import GUARDED, OPEN
 from orchestrator.sources import Credentials, direct, validate_url
 from tests.fakes.origin import Origin
 
@@ -22,7 +23,7 @@ def url_code(raw) -> str:
 
 def resolve_code(url: str) -> str:
     with pytest.raises(OrchestratorError) as caught:
-        direct.resolve(url, Credentials())
+        direct.resolve(url, Credentials(), OPEN)
     return caught.value.code
 
 
@@ -107,12 +108,11 @@ def test_credentials_never_show_in_repr() -> None:
 # -- direct.resolve against the fake origin -----------------------------------------------------
 
 
-def test_resolve_reports_size_name_and_resumability(origin: Origin) -> None:
+def test_resolve_reports_size_and_name(origin: Origin) -> None:
     origin.add_file("/files/model.safetensors", 123_457)
-    resolved = direct.resolve(origin.url("/files/model.safetensors"), Credentials())
+    resolved = direct.resolve(origin.url("/files/model.safetensors"), Credentials(), OPEN)
     assert resolved.size == 123_457
     assert resolved.filename == "model.safetensors"
-    assert resolved.resumable is True
     assert resolved.urls == [origin.url("/files/model.safetensors")]
     assert resolved.source == "direct"
     assert resolved.metadata["host"] == "127.0.0.1"
@@ -123,56 +123,59 @@ def test_resolve_reports_size_name_and_resumability(origin: Origin) -> None:
 
 def test_resolve_takes_the_utf8_content_disposition_name(origin: Origin) -> None:
     origin.add_file("/download/123", 4096, content_disposition=UTF8_CD)
-    resolved = direct.resolve(origin.url("/download/123"), Credentials())
+    resolved = direct.resolve(origin.url("/download/123"), Credentials(), OPEN)
     assert resolved.filename == "模型.safetensors"
     assert resolved.size == 4096
 
 
 def test_resolve_falls_back_to_a_ranged_get_when_head_is_refused(origin: Origin) -> None:
     origin.add_file("/signed/model.ckpt", 50_000, head_allowed=False)
-    resolved = direct.resolve(origin.url("/signed/model.ckpt"), Credentials())
+    resolved = direct.resolve(origin.url("/signed/model.ckpt"), Credentials(), OPEN)
     assert resolved.size == 50_000
     assert resolved.filename == "model.ckpt"
-    assert resolved.resumable is True
     methods = [(r.method, r.range) for r in origin.requests_for("/signed/model.ckpt")]
     assert methods == [("HEAD", None), ("GET", "bytes=0-0")]
 
 
-def test_resolve_ranged_get_on_a_server_without_ranges(origin: Origin) -> None:
+def test_resolve_ranged_get_on_a_server_without_ranges_still_sizes_the_file(origin: Origin) -> None:
     origin.add_file("/plain/model.ckpt", 70_000, head_allowed=False, accept_ranges=False)
-    resolved = direct.resolve(origin.url("/plain/model.ckpt"), Credentials())
+    resolved = direct.resolve(origin.url("/plain/model.ckpt"), Credentials(), OPEN)
     assert resolved.size == 70_000
-    assert resolved.resumable is False
 
 
 def test_resolve_follows_a_redirect_to_another_host(origin: Origin, origin2: Origin) -> None:
     origin2.add_file("/cdn/blob/real-name.safetensors", 8_000)
     origin.add_redirect("/dl", origin2.url("/cdn/blob/real-name.safetensors"))
-    resolved = direct.resolve(origin.url("/dl"), Credentials())
+    resolved = direct.resolve(origin.url("/dl"), Credentials(), OPEN)
     assert resolved.size == 8_000
     assert resolved.filename == "real-name.safetensors"
     assert resolved.urls == [origin.url("/dl")]
     assert origin2.stats("/cdn/blob/real-name.safetensors")["heads"] == 1
 
 
-def test_resolve_keeps_the_links_own_name_over_the_redirect_target(origin: Origin,
-                                                                    origin2: Origin) -> None:
+def test_resolve_keeps_the_links_own_name_over_the_redirect_target(origin: Origin, origin2: Origin) -> None:
     origin2.add_file("/blobs/sha256-abc", 1_000)
     origin.add_redirect("/models/nice-name.safetensors", origin2.url("/blobs/sha256-abc"))
-    resolved = direct.resolve(origin.url("/models/nice-name.safetensors"), Credentials())
+    resolved = direct.resolve(origin.url("/models/nice-name.safetensors"), Credentials(), OPEN)
     assert resolved.filename == "nice-name.safetensors"
 
 
 @pytest.mark.parametrize(
     ("status", "code"),
-    [(404, "origin_not_found"), (410, "origin_not_found"), (401, "origin_forbidden"),
-     (403, "origin_forbidden"), (429, "origin_rate_limited"), (500, "origin_error"),
-     (503, "origin_error")],
+    [
+        (404, "origin_not_found"),
+        (410, "origin_not_found"),
+        (401, "origin_forbidden"),
+        (403, "origin_forbidden"),
+        (429, "origin_rate_limited"),
+        (500, "origin_error"),
+        (503, "origin_error"),
+    ],
 )
 def test_resolve_error_statuses(origin: Origin, status: int, code: str) -> None:
     origin.add_file("/f.bin", 100, status=status)
     with pytest.raises(OrchestratorError) as caught:
-        direct.resolve(origin.url("/f.bin"), Credentials())
+        direct.resolve(origin.url("/f.bin"), Credentials(), OPEN)
     assert caught.value.code == code
     assert caught.value.status == 502
 
@@ -184,7 +187,7 @@ def test_resolve_unknown_path_is_not_found(origin: Origin) -> None:
 def test_resolve_web_page_is_not_a_file(origin: Origin) -> None:
     origin.add_html("/login")
     with pytest.raises(OrchestratorError) as caught:
-        direct.resolve(origin.url("/login"), Credentials())
+        direct.resolve(origin.url("/login"), Credentials(), OPEN)
     assert caught.value.code == "not_a_file"
     assert caught.value.status == 422
 
@@ -207,21 +210,21 @@ def test_resolve_unreachable_port() -> None:
         port = probe.getsockname()[1]
     # nothing listens there now
     with pytest.raises(OrchestratorError) as caught:
-        direct.resolve(f"http://127.0.0.1:{port}/m.safetensors", Credentials())
+        direct.resolve(f"http://127.0.0.1:{port}/m.safetensors", Credentials(), OPEN)
     assert caught.value.code == "unreachable"
     assert "127.0.0.1" in caught.value.message
 
 
 def test_sources_resolve_dispatches_to_direct(origin: Origin) -> None:
     origin.add_file("/m.bin", 10)
-    assert sources.resolve(origin.url("/m.bin"), Credentials()).source == "direct"
+    assert sources.resolve(origin.url("/m.bin"), Credentials(), OPEN).source == "direct"
 
 
 def test_private_targets_are_refused_when_asked(origin: Origin) -> None:
     origin.add_file("/m.bin", 10)
     with pytest.raises(OrchestratorError) as caught:
-        sources.resolve(origin.url("/m.bin"), Credentials(), block_private=True)
+        sources.resolve(origin.url("/m.bin"), Credentials(), GUARDED)
     assert caught.value.code == "blocked_target"
     assert origin.requests_for("/m.bin") == []  # refused before any request
     # off (the default on loopback): the same link resolves
-    assert sources.resolve(origin.url("/m.bin"), Credentials()).size == 10
+    assert sources.resolve(origin.url("/m.bin"), Credentials(), OPEN).size == 10

@@ -7,6 +7,7 @@ import requests
 
 from orchestrator import sources
 from orchestrator.errors import OrchestratorError
+from orchestrator.policy import OPEN
 from orchestrator.sources import Credentials, gdrive
 from tests.fakes.gdrive import FakeDrive
 from tests.fakes.service import Reply
@@ -30,7 +31,7 @@ def code_of(call, *args) -> str:
 
 
 def resolve(url: str):
-    return gdrive.resolve(url, Credentials())
+    return gdrive.resolve(url, Credentials(), OPEN)
 
 
 @pytest.mark.parametrize(
@@ -70,7 +71,6 @@ def test_a_small_file_is_named_and_sized(drive: FakeDrive) -> None:
     resolved = resolve(f"https://drive.google.com/file/d/{FILE_ID}/view")
     assert resolved.filename == "modèle.safetensors"  # from filename*=UTF-8''...
     assert resolved.size == len(DATA)
-    assert resolved.resumable is True
     assert resolved.headers == []
     [url] = resolved.urls
     assert url.startswith(drive.content.base_url + "/download?")

@@ -8,6 +8,7 @@ import pytest
 
 from orchestrator import sources
 from orchestrator.errors import OrchestratorError
+from orchestrator.policy import OPEN
 from orchestrator.sources import Credentials, huggingface
 from orchestrator.sources.huggingface import Link
 from tests.fakes.huggingface import TOKEN, FakeHub
@@ -42,7 +43,7 @@ def code_of(call, *args) -> str:
 
 
 def resolve(url: str, token: str | None = None):
-    return huggingface.resolve(url, Credentials(huggingface=token))
+    return huggingface.resolve(url, Credentials(huggingface=token), OPEN)
 
 
 # -- forms ---------------------------------------------------------------------------------------
@@ -135,9 +136,15 @@ def test_an_lfs_file_resolves_to_storage_with_size_sha_and_commit(hub: FakeHub, 
     assert url.startswith(storage.base_url + "/file/")
     assert (resolved.filename, resolved.size, resolved.sha256) == ("model.safetensors", len(DATA), SHA)
     assert resolved.metadata == {
-        "repo": "acme/sd-models", "repo_type": "model", "revision": "main", "commit": "a" * 40,
-        "path": "unet/model.safetensors", "file_name": "model.safetensors", "size": len(DATA),
-        "sha256": SHA, "host": "127.0.0.5",
+        "repo": "acme/sd-models",
+        "repo_type": "model",
+        "revision": "main",
+        "commit": "a" * 40,
+        "path": "unet/model.safetensors",
+        "file_name": "model.safetensors",
+        "size": len(DATA),
+        "sha256": SHA,
+        "host": "127.0.0.5",
     }
     assert [r.method for r in hub.requests] == ["HEAD"]
     assert storage.requests == []
@@ -194,14 +201,30 @@ def test_datasets_work_too(hub: FakeHub) -> None:
     [
         (lambda h: None, "acme/nothing/x.safetensors", None, "hf_not_found"),
         (lambda h: None, "acme/nothing/x.safetensors", TOKEN, "hf_not_found"),
-        (lambda h: setattr(h.repos[(M, "acme/sd-models")], "private", True),
-         "acme/sd-models/unet/model.safetensors", None, "hf_not_found"),
-        (lambda h: h.repos[(M, "acme/sd-models")].__dict__.update(private=True, granted=False),
-         "acme/sd-models/unet/model.safetensors", TOKEN, "hf_not_found"),
-        (lambda h: setattr(h.repos[(M, "acme/sd-models")], "gated", True),
-         "acme/sd-models/unet/model.safetensors", None, "hf_gated"),
-        (lambda h: h.repos[(M, "acme/sd-models")].__dict__.update(gated=True, granted=False),
-         "acme/sd-models/unet/model.safetensors", TOKEN, "hf_gated"),
+        (
+            lambda h: setattr(h.repos[(M, "acme/sd-models")], "private", True),
+            "acme/sd-models/unet/model.safetensors",
+            None,
+            "hf_not_found",
+        ),
+        (
+            lambda h: h.repos[(M, "acme/sd-models")].__dict__.update(private=True, granted=False),
+            "acme/sd-models/unet/model.safetensors",
+            TOKEN,
+            "hf_not_found",
+        ),
+        (
+            lambda h: setattr(h.repos[(M, "acme/sd-models")], "gated", True),
+            "acme/sd-models/unet/model.safetensors",
+            None,
+            "hf_gated",
+        ),
+        (
+            lambda h: h.repos[(M, "acme/sd-models")].__dict__.update(gated=True, granted=False),
+            "acme/sd-models/unet/model.safetensors",
+            TOKEN,
+            "hf_gated",
+        ),
         (lambda h: None, "acme/sd-models/unet/missing.safetensors", None, "hf_file_not_found"),
         (lambda h: None, "acme/sd-models@nope/unet/model.safetensors", None, "hf_revision_not_found"),
         (lambda h: None, "acme/sd-models/unet/model.safetensors", "hf_wrong", "hf_token_rejected"),
@@ -229,8 +252,9 @@ def test_a_hub_that_fails(hub: FakeHub, monkeypatch) -> None:
     assert code_of(resolve, "acme/sd-models/unet/model.safetensors") == "unreachable"
 
 
-@pytest.mark.parametrize(("status", "code"), [(500, "origin_error"), (503, "origin_error"),
-                                              (429, "origin_rate_limited")])
+@pytest.mark.parametrize(
+    ("status", "code"), [(500, "origin_error"), (503, "origin_error"), (429, "origin_rate_limited")]
+)
 def test_hub_failures(hub: FakeHub, status: int, code: str) -> None:
     hub.failing = status
     assert code_of(resolve, "acme/sd-models/unet/model.safetensors") == code

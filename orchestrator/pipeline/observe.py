@@ -1,0 +1,108 @@
+"""What a transfer's status, as the engine reports it, means for its job: a pure decision.
+
+Whoever caused the change (this app, another aria2 client, a restart of the
+daemon, an expired link), the poller asks `decide` and carries out the answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..engines.base import ACTIVE, COMPLETE, ERROR, MISSING, PAUSED, REMOVED, WAITING, TransferStatus
+from ..errors import OrchestratorError
+from ..jobs import Job, State
+
+MAX_REPAIRS = 3  # re-adds of a transfer the engine lost or whose link expired
+
+
+@dataclass(frozen=True)
+class Move:
+    """Bytes move, wait or stopped: the job follows; `status` is the event to send, if any."""
+
+    state: State
+    status: str | None
+    force: bool = True  # False: a progress event, sent at most about once a poll interval
+
+
+@dataclass(frozen=True)
+class Finish:
+    sha256: str | None  # what the engine hashed or verified, if it did
+
+
+@dataclass(frozen=True)
+class Readd:
+    """Resolve the link again and hand the transfer over anew (uses one repair)."""
+
+    why: str
+    paused: bool = False
+
+
+@dataclass(frozen=True)
+class DropBadBytes:
+    """The engine found the bytes differ from the published sha256."""
+
+
+@dataclass(frozen=True)
+class Fail:
+    error: OrchestratorError
+
+
+@dataclass(frozen=True)
+class RemovedElsewhere:
+    """Another aria2 client removed the transfer."""
+
+
+Decision = Move | Finish | Readd | DropBadBytes | Fail | RemovedElsewhere | None
+
+
+def decide(job: Job, status: TransferStatus, staged_bytes: bool, repairs: int) -> Decision:
+    """`staged_bytes`: the staging folder holds bytes of this job; `repairs`: re-adds used so far."""
+    if status.state == ACTIVE:
+        return Move(State.DOWNLOADING, "progress", force=job.state != State.DOWNLOADING)
+    if status.state == WAITING:
+        return Move(State.QUEUED, "queued") if job.state != State.QUEUED else None
+    if status.state == PAUSED:  # paused here, or elsewhere, e.g. in AriaNg
+        return Move(State.PAUSED, "paused") if job.state != State.PAUSED else None
+    if status.state == COMPLETE:
+        return Finish(status.sha256)
+    if status.state == ERROR:
+        return _on_error(job, status, staged_bytes, repairs)
+    if status.state == REMOVED:
+        return RemovedElsewhere()
+    if status.state == MISSING:
+        return _on_missing(job, repairs)
+    return None
+
+
+def _on_error(job: Job, status: TransferStatus, staged_bytes: bool, repairs: int) -> Decision:
+    # 403/410 on a link that worked: a signed URL may have expired; resolve again
+    # (after a restart aria2 fails before reading its control file and reports 0 bytes)
+    worked = job.downloaded > 0 or staged_bytes
+    if may_have_expired(status) and worked and repairs < MAX_REPAIRS:
+        return Readd("the link expired; resolving it again")
+    if status.error_code == "checksum_mismatch":  # aria2 checked the published sha256 itself
+        return DropBadBytes()
+    return Fail(
+        OrchestratorError(
+            status.error_code or "download_failed", status.error_message or "The download failed.", 502
+        )
+    )
+
+
+def _on_missing(job: Job, repairs: int) -> Decision:
+    """The engine lost the transfer (the daemon restarted without it): add it again."""
+    if repairs >= MAX_REPAIRS:
+        return Fail(
+            OrchestratorError(
+                "engine_lost", "The download engine lost this download several times; retry it.", 502
+            )
+        )
+    return Readd("the engine lost the transfer; adding it again", paused=job.state == State.PAUSED)
+
+
+def may_have_expired(status: TransferStatus) -> bool:
+    """403/410, or an HTTP failure whose status got lost: when several of aria2's connections
+    meet an expired URL, it often reports only "No URI available" (errorCode 22, no status)."""
+    if status.http_status is not None:
+        return status.http_status in (403, 410)
+    return status.error_code in ("origin_error", "origin_forbidden")

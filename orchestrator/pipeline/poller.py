@@ -1,0 +1,140 @@
+"""The poll loop: one look at every transfer per tick, and what each status means for its job.
+
+aria2 has no progress notifications, so the loop polls: every interval, sooner
+when a job should finish before then, at once when the fallback engine says a
+transfer ended. One `engine.poll` per tick covers every job (for aria2 one
+`system.multicall`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from ..engines.base import ACTIVE, TransferStatus
+from ..errors import OrchestratorError
+from ..jobs import Job, State
+from . import observe
+from .context import Context
+from .health import EngineHealth
+from .registry import LiveJob
+from .work import Worker
+
+log = logging.getLogger(__name__)
+
+SAVE_PROGRESS_EVERY = 5.0  # seconds between progress writes to SQLite
+WATCHED = (State.QUEUED, State.DOWNLOADING, State.PAUSED)
+
+
+class Poller:
+    def __init__(self, ctx: Context, worker: Worker, health: EngineHealth) -> None:
+        self.ctx = ctx
+        self.worker = worker
+        self.health = health
+        self._wake = asyncio.Event()  # set (from any thread) when a transfer ends
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.ctx.engine.engine.on_finish = self._wake_from_thread(asyncio.get_running_loop())
+        self._task = asyncio.create_task(self._run(), name="poll")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def _wake_from_thread(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+        """What an engine calls, from its own thread, when a transfer ends: the next poll runs at
+        once instead of up to an interval later, the fallback's whole gap to curl
+        (docs/BENCHMARKS.md, "What changed" 2)."""
+
+        def wake() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+                loop.call_soon_threadsafe(self._wake.set)
+
+        return wake
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.next_poll_in())
+            self._wake.clear()
+            try:
+                await self.poll_once()
+                self.health.mark(True)
+            except OrchestratorError as error:
+                self.health.mark(False, error.message)
+            except Exception:
+                log.exception("poll failed")
+
+    def next_poll_in(self) -> float:
+        """The poll interval, or sooner when a job should finish before it: a finished download
+        otherwise waits up to a whole interval to be noticed (docs/BENCHMARKS.md, "What changed" 2).
+        Progress events keep their own once-a-second limit."""
+        if not self.health.up:
+            return 2.0
+        interval = self.ctx.settings.poll_interval
+        etas = [
+            live.job.eta
+            for live in self.ctx.registry
+            if live.job.state == State.DOWNLOADING and live.job.eta is not None
+        ]
+        soonest = min(etas, default=interval)
+        return max(0.1, min(interval, soonest + 0.05))
+
+    async def poll_once(self) -> None:
+        watched = [live for live in self.ctx.registry if _watched(live)]
+        if not watched:
+            return
+        statuses = await self.ctx.engine.poll([live.job.handle for live in watched if live.job.handle])
+        for live in watched:
+            status = statuses.get(live.job.handle or "")
+            # the job may have moved on while the engine answered (a command, a step)
+            if status and _watched(live) and live.job.handle == status.handle:
+                self.apply_status(live, status)
+
+    def apply_status(self, live: LiveJob, status: TransferStatus) -> None:
+        """Bring a job in line with what the engine reports (whoever caused the change)."""
+        job = live.job
+        _take_numbers(job, status)
+        decision = observe.decide(job, status, self.ctx.has_staged_bytes(job), live.repairs)
+        self._carry_out(live, decision)
+        if time.monotonic() - live.last_saved > SAVE_PROGRESS_EVERY:
+            live.last_saved = time.monotonic()
+            self.ctx.save(job)
+
+    def _carry_out(self, live: LiveJob, decision: observe.Decision) -> None:
+        job = live.job
+        if isinstance(decision, observe.Move):
+            self.ctx.move(live, decision.state)
+            if decision.status:
+                self.ctx.announce.progress(live, decision.status, force=decision.force)
+        elif isinstance(decision, observe.Finish):
+            self.worker.finish(live, decision.sha256)
+        elif isinstance(decision, observe.Readd):
+            self.worker.readd(live, decision.why, paused=decision.paused)
+        elif isinstance(decision, observe.DropBadBytes):
+            self.worker.drop_bad_bytes(live)
+        elif isinstance(decision, observe.Fail):
+            job.handle = None
+            self.worker.fail(live, decision.error)
+        elif isinstance(decision, observe.RemovedElsewhere):
+            # removed by another aria2 client: show it; keep the bytes so a retry can resume
+            job.handle = None
+            job.rate, job.eta = 0.0, None
+            self.ctx.move(live, State.CANCELLED)
+            self.ctx.announce.event(live, "cancelled", message="Removed in another aria2 client.")
+
+
+def _watched(live: LiveJob) -> bool:
+    return bool(live.job.handle) and not live.busy and live.job.state in WATCHED
+
+
+def _take_numbers(job: Job, status: TransferStatus) -> None:
+    job.downloaded = status.completed
+    job.size = job.size or status.total
+    job.rate = status.speed if status.state == ACTIVE else 0.0
+    job.eta = None if not job.size or job.rate <= 0 else max(0.0, (job.size - job.downloaded) / job.rate)

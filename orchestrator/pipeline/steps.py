@@ -1,0 +1,272 @@
+"""The steps of one job: prepare (resolve the link, hand the transfer over) and finish (verify, install).
+
+Each step returns what came of it (`Outcome`) instead of raising: the worker that
+ran it applies the outcome. Blocking work (the source's HTTP, hashing, moving
+files) runs in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ParamSpec
+
+from .. import files, sources
+from ..config import AUTO_TYPE, MODEL_TYPES, folder_for
+from ..engines.base import Transfer
+from ..errors import OrchestratorError
+from ..jobs import Job, State
+from ..sources import Resolved
+from .context import Context
+from .registry import LiveJob
+
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+
+
+@dataclass(frozen=True)
+class HandedOver:
+    """The engine has the transfer (paused when the job was paused)."""
+
+    paused: bool
+
+
+@dataclass(frozen=True)
+class Completed:
+    """The verified file is in its folder."""
+
+    size: int
+    sha256: str | None  # None: no source published one, it is computed after `success`
+    already_present: bool
+
+
+@dataclass(frozen=True)
+class Failed:
+    error: OrchestratorError
+
+
+Outcome = HandedOver | Completed | Failed
+
+
+def step(body: Callable[P, Coroutine[Any, Any, Outcome]]) -> Callable[P, Coroutine[Any, Any, Outcome]]:
+    """An OrchestratorError raised anywhere inside a step becomes its Failed outcome."""
+
+    @functools.wraps(body)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> Outcome:
+        try:
+            return await body(*args, **kwargs)
+        except OrchestratorError as error:
+            return Failed(error)
+
+    return run
+
+
+# -- prepare ---------------------------------------------------------------------------------------
+
+
+@step
+async def prepare(ctx: Context, live: LiveJob, paused: bool = False) -> Outcome:
+    """Resolve the link, check the target, hand the transfer to the engine."""
+    job = live.job
+    ctx.move(live, State.RESOLVING)
+    # bytes on disk belong to the version first resolved, even if a branch moved since
+    url = sources.pin(job.url, job.metadata) if ctx.has_staged_bytes(job) else job.url
+    resolved = await asyncio.to_thread(ctx.resolve, url, live.credentials, ctx.policy_for(job))
+    _describe(ctx, live, resolved)
+    target = ctx.target(job)
+    if target.exists():
+        present = await _already_there(ctx, live, target)
+        if present:
+            return present
+    have = ctx.staged(job).stat().st_size if ctx.staged(job).exists() else 0
+    files.ensure_free_space(ctx.settings.models_dir, (job.size or 0) - have)
+    transfer = Transfer(
+        urls=resolved.urls,
+        directory=ctx.staging(job),
+        filename=job.filename or "",
+        size=job.size,
+        sha256=job.expected_sha256,
+        headers=resolved.headers,
+    )
+    await _start_transfer(ctx, job, transfer)
+    job.engine = ctx.engine.name
+    if paused and job.handle:
+        await ctx.engine.pause(job.handle)
+    return HandedOver(paused=paused)
+
+
+def _describe(ctx: Context, live: LiveJob, resolved: Resolved) -> None:
+    """What the source said about the file goes into the job; the first time, the clients hear it."""
+    job = live.job
+    first_time = job.filename is None
+    job.filename = job.name or (
+        files.sanitize_filename(resolved.filename)
+        if resolved.filename
+        else files.choose_filename(None, None, job.url)
+    )
+    job.source = resolved.source
+    job.size = resolved.size or job.size
+    job.expected_sha256 = (resolved.sha256 or "").lower() or None
+    job.metadata = resolved.metadata or job.metadata
+    if first_time:
+        ctx.announce.started(live)
+        if job.metadata:
+            ctx.announce.event(live, "metadata", info=job.metadata)
+    if job.model_type == AUTO_TYPE:
+        job.folder = _auto_folder(ctx, resolved)
+
+
+def _auto_folder(ctx: Context, resolved: Resolved) -> str:
+    """The folder for the type the source gave (CivitAI: LORA -> lora, ...)."""
+    if resolved.model_type in MODEL_TYPES:
+        return folder_for(resolved.model_type, ctx.settings.layout)
+    said = resolved.metadata.get("model_type")
+    kind = f" ({said})" if said else ""
+    raise OrchestratorError(
+        "type_required",
+        f"This model's type{kind} has no folder here; pick a model type instead of auto.",
+    )
+
+
+async def _start_transfer(ctx: Context, job: Job, transfer: Transfer) -> None:
+    """Start it even if the job is cancelled meanwhile, so cancel() can remove it."""
+    start = asyncio.ensure_future(ctx.engine.start(transfer))
+    try:
+        job.handle = await asyncio.shield(start)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            job.handle = await start
+        raise
+
+
+async def _already_there(ctx: Context, live: LiveJob, target: Path) -> Completed | None:
+    """The file in place, when it is the one asked for (an error when it is another one).
+
+    With a published sha256 the bytes decide; without one, the same name and
+    size count as the same file, rather than fetching gigabytes to compare.
+    """
+    job = live.job
+    if job.overwrite:
+        return None
+    size = target.stat().st_size
+    if job.expected_sha256:
+        ctx.move(live, State.VERIFYING)
+        digest: str | None = await asyncio.to_thread(files.sha256_of, target)
+        same = digest == job.expected_sha256
+    else:
+        same = job.size is not None and size == job.size
+        digest = await asyncio.to_thread(files.sha256_of, target) if same else None
+    if not same:
+        raise OrchestratorError(
+            "file_exists",
+            f"{target.name} already exists in {job.folder}/ and is a different file; "
+            "ask for overwrite to replace it.",
+            409,
+        )
+    await add_sidecars(ctx, job, target)
+    return Completed(size, digest, already_present=True)
+
+
+# -- finish ----------------------------------------------------------------------------------------
+
+
+@step
+async def finish(ctx: Context, live: LiveJob, engine_sha256: str | None) -> Outcome:
+    """Verify the staged file and move it into its folder."""
+    job = live.job
+    ctx.move(live, State.VERIFYING)
+    job.rate, job.eta = 0.0, None
+    ctx.announce.progress(live, "progress")
+    if job.handle:
+        await ctx.engine.forget(job.handle)
+        job.handle = None
+    staged = ctx.staged(job)
+    if not job.filename or not staged.is_file():
+        raise OrchestratorError("download_failed", "The downloaded file is missing from the staging folder.")
+    size = staged.stat().st_size
+    digest = await asyncio.to_thread(_check_or_discard, ctx, job, staged, size, engine_sha256)
+    target = ctx.target(job)
+    if target.exists() and not job.overwrite:
+        return await _same_file_or_error(ctx, job, staged, target, size, digest)
+    try:
+        await asyncio.to_thread(files.install, staged, target, job.overwrite)
+    except OrchestratorError as error:
+        if error.code != "file_exists":
+            raise
+        # another job installed a file of this name a moment ago (the same link pasted twice)
+        return await _same_file_or_error(ctx, job, staged, target, size, digest)
+    await asyncio.to_thread(ctx.remove_staging, job)
+    await add_sidecars(ctx, job, target)
+    return Completed(size, digest, already_present=False)
+
+
+async def _same_file_or_error(
+    ctx: Context, job: Job, staged: Path, target: Path, size: int, digest: str | None
+) -> Completed:
+    """A file of this name is in place: success when it holds the same bytes, else file_exists."""
+    digest = digest or await asyncio.to_thread(files.sha256_of, staged)
+    existing = await asyncio.to_thread(files.sha256_of, target)
+    if existing != digest:
+        raise files.exists_error(target)
+    await asyncio.to_thread(ctx.remove_staging, job)
+    await add_sidecars(ctx, job, target)
+    return Completed(size, digest, already_present=True)
+
+
+def _check_or_discard(
+    ctx: Context, job: Job, staged: Path, size: int, engine_sha256: str | None
+) -> str | None:
+    """Blocking: size, web-page sniffing and the published sha256, if any. A file that fails
+    is removed, so a retry cannot reuse its bytes. Returns the digest when it is known by now."""
+    try:
+        return _check(ctx, job, staged, size, engine_sha256)
+    except OrchestratorError:
+        ctx.remove_staging(job)
+        job.downloaded = 0
+        raise
+
+
+def _check(ctx: Context, job: Job, staged: Path, size: int, engine_sha256: str | None) -> str | None:
+    if job.size is not None and size != job.size:
+        raise OrchestratorError(
+            "size_mismatch",
+            f"The download has {size} bytes but should have {job.size}; the bad file was removed.",
+            502,
+        )
+    if not (job.filename or "").lower().endswith((".html", ".htm")) and files.looks_like_html(staged):
+        raise OrchestratorError(
+            "not_a_file", "The server sent a web page instead of the file; it was removed.", 502
+        )
+    if not job.expected_sha256:
+        return engine_sha256
+    if ctx.engine.engine.verifies_sha256:
+        digest = job.expected_sha256  # aria2 checked it against the checksum option
+    else:
+        digest = engine_sha256 or files.sha256_of(staged)
+    if digest != job.expected_sha256:
+        raise checksum_mismatch()
+    return digest
+
+
+def checksum_mismatch() -> OrchestratorError:
+    return OrchestratorError(
+        "checksum_mismatch",
+        "The file's SHA-256 does not match the one the source published; the bad file was removed.",
+        502,
+    )
+
+
+async def add_sidecars(ctx: Context, job: Job, target: Path) -> None:
+    """Files that describe the model (CivitAI's record, a preview) beside it; never fails the job."""
+    if not ctx.settings.sidecars:
+        return
+    try:
+        extras = await asyncio.to_thread(sources.sidecars, job.source, job.metadata, ctx.policy_for(job))
+        await asyncio.to_thread(files.write_sidecars, target, extras)
+    except Exception as exc:  # the model is in place and verified; a sidecar is a nicety
+        log.warning("job %s: sidecar files not written: %s", job.id, type(exc).__name__)

@@ -1,0 +1,172 @@
+"""Who runs a job's steps: at most one task per job, whose outcome is applied when it ends.
+
+Also what happens after a restart (each unfinished job picked up where it was),
+and the SHA-256 of a plain link's file, computed after `success`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from .. import files
+from ..errors import OrchestratorError
+from ..jobs import State
+from . import steps
+from .context import Context
+from .registry import LiveJob
+from .steps import Completed, Failed, HandedOver, Outcome
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    # -- running steps -------------------------------------------------------------------------
+
+    def prepare(self, live: LiveJob, paused: bool = False) -> None:
+        self.spawn(live, steps.prepare(self.ctx, live, paused))
+
+    def finish(self, live: LiveJob, engine_sha256: str | None) -> None:
+        self.spawn(live, steps.finish(self.ctx, live, engine_sha256))
+
+    def readd(self, live: LiveJob, why: str, paused: bool = False) -> None:
+        """Hand the transfer over anew: forget the engine's old one, resolve, start."""
+        log.info("job %s: %s", live.job.id, why)
+        live.repairs += 1
+        old, live.job.handle = live.job.handle, None
+        self.spawn(live, self._forget_then_prepare(live, old, paused))
+
+    def drop_bad_bytes(self, live: LiveJob) -> None:
+        self.spawn(live, self._drop_bad_bytes(live))
+
+    def spawn(self, live: LiveJob, work: Coroutine[Any, Any, Outcome]) -> None:
+        """Run `work` as the job's one task (replacing any other) and apply what comes of it."""
+
+        async def run() -> None:
+            try:
+                await self.apply(live, await work)
+            except asyncio.CancelledError:
+                raise
+            except OrchestratorError as error:
+                self.fail(live, error)
+            except Exception as exc:  # a bug must not kill the server or leave a job hanging
+                log.exception("job %s crashed", live.job.id)
+                self.fail(live, OrchestratorError("internal", f"Internal error: {type(exc).__name__}.", 500))
+            finally:
+                if live.task is task:
+                    live.task = None
+
+        if live.task:
+            live.task.cancel()
+        task = asyncio.create_task(run(), name=f"job-{live.job.id}")
+        # a task cancelled before its first step never awaits `work`: close it, or Python
+        # warns "coroutine was never awaited" (e.g. at shutdown)
+        task.add_done_callback(lambda _: work.close())
+        live.task = task
+
+    async def stop(self, live: LiveJob) -> None:
+        """Cancel the job's task and wait until it has let go."""
+        task, live.task = live.task, None
+        if task:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def apply(self, live: LiveJob, outcome: Outcome) -> None:
+        if isinstance(outcome, HandedOver):
+            self.ctx.move(live, State.PAUSED if outcome.paused else State.QUEUED)  # a poll says more
+            self.ctx.save(live.job)
+        elif isinstance(outcome, Completed):
+            self.complete(live, outcome)
+        elif isinstance(outcome, Failed):
+            self.fail(live, outcome.error)
+
+    async def _forget_then_prepare(self, live: LiveJob, handle: str | None, paused: bool) -> Outcome:
+        if handle:
+            await self.ctx.engine.forget(handle)
+        return await steps.prepare(self.ctx, live, paused)
+
+    async def _drop_bad_bytes(self, live: LiveJob) -> Outcome:
+        """Bytes that differ from the published sha256 are no use to a retry: remove them, then fail."""
+        handle, live.job.handle = live.job.handle, None
+        if handle:
+            await self.ctx.engine.forget(handle)
+        await asyncio.to_thread(self.ctx.remove_staging, live.job)
+        live.job.downloaded = 0
+        return Failed(steps.checksum_mismatch())
+
+    # -- endings -------------------------------------------------------------------------------
+
+    def complete(self, live: LiveJob, done: Completed) -> None:
+        job = live.job
+        job.size = job.downloaded = done.size
+        job.sha256 = done.sha256
+        job.path = f"{job.folder}/{job.filename}"
+        job.rate, job.eta = 0.0, None
+        job.hashing = done.sha256 is None and not done.already_present
+        self.ctx.move(live, State.COMPLETED)
+        live.forget_credentials()
+        self.ctx.announce.event(
+            live,
+            "success",
+            path=job.path,
+            size=done.size,
+            sha256=done.sha256,
+            already_present=done.already_present,
+        )
+        if job.hashing:
+            self.hash_later(live)
+
+    def fail(self, live: LiveJob, error: OrchestratorError) -> None:
+        job = live.job
+        if job.state in (State.COMPLETED, State.CANCELLED, State.FAILED):
+            return
+        job.error_code, job.error_message = error.code, error.message
+        job.rate, job.eta = 0.0, None
+        self.ctx.move(live, State.FAILED)
+        log.info("job %s failed: %s", job.id, error.code)
+        self.ctx.announce.event(live, "error", code=error.code, message=error.message)
+
+    def hash_later(self, live: LiveJob) -> None:
+        """The SHA-256 of a file no source published a hash for. It checks nothing (there is
+        nothing to compare with), it is a record for the user, so it is computed after `success`
+        instead of before: 0.7 s per GiB off every plain download (docs/BENCHMARKS.md, "What changed" 1)."""
+        job = live.job
+
+        async def hash_installed() -> None:
+            try:
+                job.sha256 = await asyncio.to_thread(files.sha256_of, self.ctx.target(job))
+            except OSError as exc:  # moved or deleted in the meantime: nothing to record
+                log.warning("job %s: no SHA-256, the file could not be read: %s", job.id, exc.strerror)
+            job.hashing = False
+            self.ctx.save(job)
+            self.ctx.announce.event(live, "hashed", sha256=job.sha256)
+
+        def done(task: asyncio.Task[None]) -> None:
+            if live.hasher is task:
+                live.hasher = None
+
+        live.hasher = asyncio.create_task(hash_installed(), name=f"hash-{job.id}")
+        live.hasher.add_done_callback(done)
+
+    # -- after a restart -----------------------------------------------------------------------
+
+    def recover(self, live: LiveJob) -> None:
+        """Pick an unfinished job up where it was."""
+        job = live.job
+        if job.state == State.VERIFYING:
+            self.finish(live, None)
+        elif job.state == State.COMPLETED and job.hashing:
+            self.hash_later(live)
+        elif job.state in (State.QUEUED, State.RESOLVING) and not job.handle:
+            self.ctx.move(live, State.QUEUED)
+            self.prepare(live)
+        elif job.state == State.RESOLVING and job.handle:
+            self.ctx.move(live, State.QUEUED)  # stopped between engine.start and the save: poll it
+        elif job.state in (State.DOWNLOADING, State.PAUSED, State.QUEUED) and not job.handle:
+            self.prepare(live, paused=job.state == State.PAUSED)
+        # jobs with a handle are picked up by the next poll; a lost handle is re-added there
