@@ -20,18 +20,22 @@ from .errors import OrchestratorError
 @dataclass(frozen=True)
 class Policy:
     block_private: bool = False
+    # host names or addresses let through although they are private (a NAS the operator trusts)
+    allowed: frozenset[str] = frozenset()
 
     def check(self, url: str) -> None:
         """Raise `blocked_target` if the policy is on and the URL's host is not public."""
         if not self.block_private:
             return
-        host = urlsplit(url).hostname or ""
+        host = (urlsplit(url).hostname or "").lower()
+        if host in self.allowed:
+            return
         try:
             addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
         except (socket.gaierror, UnicodeError):
             return  # unresolvable: the request itself will fail with a clear error
         for address in addresses:
-            if not is_public(address):
+            if not (is_public(address) or address in self.allowed):
                 raise OrchestratorError(
                     "blocked_target",
                     f"This server does not download from private or local network addresses ({host}).",

@@ -9,7 +9,7 @@ import pytest
 
 from orchestrator import files, sources
 from orchestrator.errors import OrchestratorError
-from orchestrator.policy import OPEN
+from orchestrator.policy import OPEN, Policy
 from orchestrator.sources import Credentials, civitai
 from orchestrator.sources.civitai import Link
 from tests.fakes.civitai import TOKEN, FakeCivitai, File
@@ -414,3 +414,16 @@ def test_sidecars_are_written_beside_the_model_and_replace_old_ones(tmp_path) ->
     ]
     with pytest.raises(ValueError):
         files.write_sidecars(model, [("/../../evil", b"x")])
+
+
+def test_the_preview_fetch_goes_through_the_policy(api: FakeCivitai, storage) -> None:
+    """The API host counts as public here; the storage host the preview lives on does not."""
+    resolved = resolve("100@200")
+    only_api = Policy(block_private=True, allowed=frozenset({"127.0.0.3"}))
+    before = len(storage.requests)
+    assert [suffix for suffix, _ in civitai.sidecars(resolved.metadata, only_api)] == [".civitai.json"]
+    assert len(storage.requests) == before  # the preview's host was never contacted
+    assert [suffix for suffix, _ in civitai.sidecars(resolved.metadata, OPEN)] == [
+        ".civitai.json",
+        ".preview.jpeg",
+    ]

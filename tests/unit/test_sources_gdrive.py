@@ -7,7 +7,7 @@ import requests
 
 from orchestrator import sources
 from orchestrator.errors import OrchestratorError
-from orchestrator.policy import OPEN
+from orchestrator.policy import OPEN, Policy
 from orchestrator.sources import Credentials, gdrive
 from tests.fakes.gdrive import FakeDrive
 from tests.fakes.service import Reply
@@ -115,3 +115,14 @@ def test_a_page_gdown_cannot_read_is_a_private_file(drive: FakeDrive, monkeypatc
     page = Reply.html("<html><body>Something else entirely</body></html>")
     monkeypatch.setattr(drive.content, "respond", lambda request: page)
     assert code_of(resolve, f"https://drive.google.com/file/d/{FILE_ID}/view") == "gdrive_private"
+
+
+def test_every_hop_drive_sends_us_to_is_checked_by_the_policy(drive: FakeDrive) -> None:
+    """Drive's first host counts as public here; the content host it redirects to does not."""
+    drive.add(FILE_ID, DATA, "model.safetensors")
+    only_drive = Policy(block_private=True, allowed=frozenset({"127.0.0.6"}))
+    with pytest.raises(OrchestratorError) as caught:
+        gdrive.resolve(f"https://drive.google.com/file/d/{FILE_ID}/view", Credentials(), only_drive)
+    assert caught.value.code == "blocked_target"
+    assert drive.drive.seen("/uc")  # the first hop was asked...
+    assert not drive.content.seen("/")  # ...the host it pointed to never was
