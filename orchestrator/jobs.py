@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import OrchestratorError
+from .files import private_file
 
 
 class State(StrEnum):
@@ -98,6 +99,7 @@ class Job:
     # live numbers, not stored
     rate: float = 0.0
     eta: float | None = None
+    verified: int | None = None  # bytes the engine has checked, while it verifies the finished file
 
     def move_to(self, new: State) -> None:
         """Change state, refusing a transition the state machine does not allow."""
@@ -160,6 +162,7 @@ class Job:
             "total": self.size,
             "rate": round(self.rate / 1_000_000, 3),
             "eta": None if self.eta is None else round(self.eta, 1),
+            "verified": self.verified,
             "sha256": self.sha256,
             "hashing": self.hashing,
             "path": self.path,
@@ -173,7 +176,7 @@ class Job:
 
 
 _PAST = {"pause": "paused", "resume": "resumed", "cancel": "cancelled", "retry": "retried"}
-_LIVE_ONLY = ("rate", "eta")
+_LIVE_ONLY = ("rate", "eta", "verified")
 LOCK_FILE = "manager.lock"
 
 
@@ -206,6 +209,7 @@ class JobStore:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(path)  # SQLite gives its -wal and -shm files the same mode
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")

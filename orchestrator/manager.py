@@ -132,6 +132,8 @@ class Manager:
         live = self.registry.get(job_id)
         job = live.job
         if job.state == State.CANCELLED:
+            # removed in another aria2 client: its bytes were kept for a retry; now they go
+            await asyncio.to_thread(self.ctx.remove_staging, job)
             return job
         if not job.allows("cancel"):
             raise job.refuse("cancel")

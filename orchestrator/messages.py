@@ -23,14 +23,18 @@ def job_event(job: Job, status: str, **data: Any) -> Message:
 
 
 def progress_fields(job: Job) -> dict[str, Any]:
-    """What `progress`, `queued` and `paused` events carry."""
-    return {
+    """What `progress`, `queued` and `paused` events carry; `verified` while the engine checks
+    the finished file's published sha256 (aria2 does that itself, one file at a time)."""
+    fields = {
         "progress": round(job.progress, 4),
         "rate": round(job.rate / 1e6, 3),
         "eta": None if job.eta is None else round(job.eta, 1),
         "downloaded": job.downloaded,
         "total": job.size,
     }
+    if job.verified is not None:
+        fields["verified"] = job.verified
+    return fields
 
 
 def engine_event(info: dict[str, Any], message: str | None) -> Message:

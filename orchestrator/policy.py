@@ -36,11 +36,18 @@ class Policy:
             return  # unresolvable: the request itself will fail with a clear error
         for address in addresses:
             if not (is_public(address) or address in self.allowed):
-                raise OrchestratorError(
-                    "blocked_target",
-                    f"This server does not download from private or local network addresses ({host}).",
-                    403,
-                )
+                raise blocked(host)
+
+
+def blocked(host: str) -> OrchestratorError:
+    """The refusal, with the way out: a LAN mirror or NAS is often what the user wants."""
+    return OrchestratorError(
+        "blocked_target",
+        f"This server does not download from private or local network addresses ({host}), since it "
+        "can be reached from outside. To allow them, start it with --block-private off "
+        "(ORCHESTRATOR_BLOCK_PRIVATE=off).",
+        403,
+    )
 
 
 OPEN = Policy(block_private=False)

@@ -162,7 +162,10 @@ async def _redirect_with_cookie(scope: Scope, send: Send, session: str) -> None:
 
 async def _refuse(scope: Scope, receive: Receive, send: Send, code: str, message: str, status: int) -> None:
     if scope["type"] == "websocket":
+        # accept, then close at once with 1008 and the reason (docs/PROTOCOL.md): a close before
+        # the accept would reach the browser as a bare HTTP 403 that the page cannot read
         await receive()  # the websocket.connect event
+        await send({"type": "websocket.accept"})
         await send({"type": "websocket.close", "code": 1008, "reason": code})
         return
     body = json.dumps({"error": {"code": code, "message": message}}).encode()

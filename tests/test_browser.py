@@ -11,13 +11,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
+from orchestrator.engines.aria2_daemon import aria2c_path
 from tests.conftest import Server
 from tests.fakes.origin import Origin
 
@@ -26,7 +26,7 @@ if not CHROMIUM.exists():
     pytest.skip(
         "Chromium is not installed at /usr/bin/chromium (apt install chromium)", allow_module_level=True
     )
-if shutil.which("aria2c") is None:
+if aria2c_path() is None:
     pytest.skip("aria2c is not installed (apt install aria2)", allow_module_level=True)
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 expect = playwright_api.expect

@@ -47,6 +47,7 @@ const state = {
   actions: new Map(),
   nextId: 1,
   connected: false,
+  refused: null, // the reason of the server's last 1008 close, until a connection works
 };
 
 // ---------- model types ----------
@@ -332,7 +333,10 @@ function onStatus(connection, info) {
   } else if (info.first) text = "Connecting…";
   else text = `Reconnecting${info.retryIn ? ` in ${Math.max(1, Math.round(info.retryIn / 1000))} s` : ""}…`;
   setText(ui.connectionText, text);
-  if (state.connected) show(ui.accessHint, false);
+  if (state.connected) {
+    state.refused = null;
+    show(ui.accessHint, false);
+  }
   else if (!info.first) checkAccess();
   ui.connection.title = connection === "connected" ? "Live updates are on" : "Live updates are paused until the server answers";
   ui.jobs.classList.toggle("stale", !state.connected);
@@ -362,7 +366,7 @@ async function checkAccess() {
     setText(ui.accessHint, message);
     show(ui.accessHint, true);
   } else {
-    show(ui.accessHint, false);
+    show(ui.accessHint, Boolean(state.refused)); // REST works; the socket's refusal still stands
   }
 }
 
@@ -424,6 +428,19 @@ function socketUrl() {
   return url.href;
 }
 
-const socket = new LiveSocket(socketUrl(), { onMessage, onStatus });
+// What the server's 1008 close says, in words for the person at the page.
+const REFUSED_TEXT = {
+  forbidden_origin:
+    "The server refused this page because it was opened from another site or address. Open the page from the server's own address.",
+  unauthorized: "The server needs its access token: open the link it printed when it started.",
+};
+
+function onRefused(reason) {
+  state.refused = reason;
+  setText(ui.accessHint, REFUSED_TEXT[reason] ?? `The server refused the live connection (${reason}).`);
+  show(ui.accessHint, true);
+}
+
+const socket = new LiveSocket(socketUrl(), { onMessage, onStatus, onRefused });
 jobsChanged();
 socket.start();

@@ -24,6 +24,7 @@ const BUSY_LIMIT = 6000;
 const JOB_FIELDS = [
   "url", "type", "folder", "state", "label", "filename", "source", "engine", "progress",
   "downloaded", "total", "rate", "eta", "sha256", "path", "created", "updated", "size", "actions",
+  "verified",
 ];
 // Metadata fields shown in their own way, or never shown.
 const META_SPECIAL = new Set([
@@ -379,6 +380,12 @@ export class JobList {
 
     let stateText = STATE_TEXT[state];
     if (state === "completed" && job.alreadyPresent) stateText = "Already present";
+    // aria2 checks a finished file's published SHA-256 itself, one file at a time
+    const checking = state === "downloading" && typeof job.verified === "number";
+    if (checking) {
+      const share = job.total > 0 ? ` ${toPercent(job.verified / job.total)}%` : "";
+      stateText = `Verifying${share}`;
+    }
     setText(refs.badge, stateText);
 
     let message = "";

@@ -13,10 +13,11 @@ export class LiveSocket {
    * @param {string} url ws:// or wss:// address
    * @param {{onMessage: (msg: any) => void, onStatus: (state: string, info: object) => void}} handlers
    */
-  constructor(url, { onMessage, onStatus }) {
+  constructor(url, { onMessage, onStatus, onRefused }) {
     this.url = url;
     this.onMessage = onMessage;
     this.onStatus = onStatus;
+    this.onRefused = onRefused;
     this.ws = null;
     this.delay = FIRST_DELAY;
     this.failures = 0;
@@ -92,9 +93,12 @@ export class LiveSocket {
         }
       }
     });
-    ws.addEventListener("close", () => {
+    ws.addEventListener("close", (event) => {
       if (this.ws !== ws) return;
       this.ws = null;
+      // 1008: the server refused this page (another site's origin, or no access token); its
+      // reason says which, and trying again will not change it until the user acts
+      if (event.code === 1008 && this.onRefused) this.onRefused(event.reason || "refused");
       this.scheduleRetry();
     });
     // An "error" event is always followed by "close"; the retry starts there.

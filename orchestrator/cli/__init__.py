@@ -32,9 +32,11 @@ GET_FLAGS = (
     "layout",
     "poll-interval",
     "max-active",
+    "stall-seconds",
+    "ipv6",
     "log-level",
 )
-DOCTOR_FLAGS = ("models-dir", "state-dir", "engine", "aria2-rpc-url", "aria2-secret", "log-level")
+DOCTOR_FLAGS = ("models-dir", "state-dir", "engine", "aria2-rpc-url", "aria2-secret", "ipv6", "log-level")
 SERVER_HELP = "the running server (default: http://ORCHESTRATOR_HOST:ORCHESTRATOR_PORT, i.e. 127.0.0.1:8000)"
 
 

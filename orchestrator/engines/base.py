@@ -18,6 +18,8 @@ class Transfer:
     size: int | None = None
     sha256: str | None = None
     headers: list[str] = field(default_factory=list)  # never credentials; e.g. Drive cookies
+    # engine-specific options the pipeline adds (the egress proxy of a guarded download, for aria2)
+    engine_options: dict[str, str] = field(default_factory=dict)
 
 
 # TransferStatus.state values
@@ -43,6 +45,7 @@ class TransferStatus:
     error_message: str | None = None
     sha256: str | None = None  # set when the engine hashed or verified the bytes
     http_status: int | None = None  # 403/410 suggest an expired signed URL
+    verified: int | None = None  # bytes checked so far, while the engine verifies a finished file
 
 
 class Engine(Protocol):
@@ -58,6 +61,10 @@ class Engine(Protocol):
 
     def start(self, transfer: Transfer) -> str:
         """Begin (or resume, from what is in `directory`) and return a handle."""
+
+    def trusts_staged_bytes(self, directory: Path, filename: str) -> bool:
+        """True when the engine's own record (its control file) says which bytes of a staged file
+        are real. Without it the bytes are unknown: the pipeline deletes them before a start."""
 
     def poll(self, handles: list[str]) -> dict[str, TransferStatus]:
         """Status of many transfers in one go."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import json
+import os
 import queue
 import threading
 import time
@@ -39,6 +41,10 @@ READ_SECONDS = 0.25
 # cache, single 4 MiB writes made a fast download 1.4-2 x slower than 256 KiB ones
 # (docs/BENCHMARKS.md, "What changed" 5).
 WRITE_SIZE = 256 * 1024
+# Beside each staged file, like aria2's `.aria2`: how many of its bytes really arrived. Only
+# those are continued from; a file without one has unknown bytes and starts from zero.
+CONTROL_SUFFIX = ".fallback"
+CONTROL_EVERY = 0.25  # seconds between updates of that record while bytes arrive
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 _TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
 
@@ -68,6 +74,11 @@ class _Run:
     @property
     def path(self) -> Path:
         return self.transfer.directory / self.transfer.filename
+
+    def told_to_stop(self) -> bool:
+        """Paused or removed, or this thread is an older one a resume has replaced (it was
+        stuck in a read when it was told to stop): it must not touch the file again."""
+        return self.stop is not None or self.thread is not threading.current_thread()
 
     def speed(self) -> float:
         """Bytes per second over the last few seconds of samples."""
@@ -157,6 +168,9 @@ class RequestsEngine:
         if run.thread and run.thread is not threading.current_thread():
             run.thread.join(timeout=10)
 
+    def trusts_staged_bytes(self, directory: Path, filename: str) -> bool:
+        return _control_path(directory / filename).is_file()
+
     def forget(self, handle: str) -> None:
         with self._lock:
             self._runs.pop(handle, None)
@@ -213,14 +227,14 @@ class RequestsEngine:
     def _sleep(self, run: _Run, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            if run.stop:
+            if run.told_to_stop():
                 raise _Stopped
             time.sleep(0.1)
 
     def _fetch(self, run: _Run, session: requests.Session) -> None:
         path = run.path
         path.parent.mkdir(parents=True, exist_ok=True)
-        have = path.stat().st_size if path.exists() else 0
+        have = self._known_bytes(run)
         if run.total is not None and have > run.total:
             have = self._truncate(run, 0)
         if run.total is not None and have == run.total and have > 0:
@@ -274,9 +288,21 @@ class RequestsEngine:
         self._truncate(run, 0, restart_request=True)
         return None
 
+    def _known_bytes(self, run: _Run) -> int:
+        """How much of the staged file its control file vouches for; the rest is cut off.
+
+        Bytes written after the last record (the app was killed in between) or a file
+        without a record at all are unknown, so they are never continued from."""
+        recorded = _read_control(run.path)
+        actual = run.path.stat().st_size if run.path.exists() else 0
+        if recorded is None or actual != recorded:
+            return self._truncate(run, min(recorded or 0, actual)) if run.path.exists() else 0
+        return actual
+
     def _truncate(self, run: _Run, size: int, restart_request: bool = False) -> int:
         with open(run.path, "r+b" if run.path.exists() else "wb") as handle:
             handle.truncate(size)
+        _write_control(run.path, size)
         run.hasher, run.hashed, run.completed = None, 0, size
         if restart_request:
             raise _Retry("the server answered a different range; starting over")
@@ -287,18 +313,30 @@ class RequestsEngine:
             self._hash_prefix(run, have)
         run.completed = have
         run.samples.append((time.monotonic(), have))
+        recorded = time.monotonic()
         with open(run.path, "r+b" if have else "wb") as handle, _HashingThread(run.hasher) as hasher:
             handle.seek(have)
-            while chunk := _read(response, self._read_size(run)):
-                if run.stop:
-                    raise _Stopped
-                view = memoryview(chunk)
-                for start in range(0, len(view), WRITE_SIZE):
-                    handle.write(view[start : start + WRITE_SIZE])
-                hasher.update(chunk)
-                run.completed += len(chunk)
-                run.hashed = run.completed
-                run.samples.append((time.monotonic(), run.completed))
+            _write_control(run.path, have)
+            try:
+                while chunk := _read(response, self._read_size(run)):
+                    if run.told_to_stop():
+                        raise _Stopped
+                    view = memoryview(chunk)
+                    for start in range(0, len(view), WRITE_SIZE):
+                        handle.write(view[start : start + WRITE_SIZE])
+                    hasher.update(chunk)
+                    run.completed += len(chunk)
+                    run.hashed = run.completed
+                    run.samples.append((time.monotonic(), run.completed))
+                    if time.monotonic() - recorded > CONTROL_EVERY:
+                        handle.flush()  # the record must never count bytes still in our buffer
+                        _write_control(run.path, run.completed)
+                        recorded = time.monotonic()
+            finally:
+                handle.flush()
+                # a removed run's file, or a replaced thread's, may belong to a newer run by now
+                if run.stop != "remove" and run.thread is threading.current_thread():
+                    _write_control(run.path, run.completed)
 
     def _read_size(self, run: _Run) -> int:
         if self.chunk_size:
@@ -368,6 +406,27 @@ def _read(response: requests.Response, size: int) -> bytes:
         raise requests.Timeout(str(exc)) from None
     except urllib3.exceptions.HTTPError as exc:
         raise requests.exceptions.ChunkedEncodingError(str(exc)) from None
+
+
+def _control_path(path: Path) -> Path:
+    return path.with_name(path.name + CONTROL_SUFFIX)
+
+
+def _read_control(path: Path) -> int | None:
+    """The byte count the control file records, or None when there is none (or it is damaged)."""
+    try:
+        record = json.loads(_control_path(path).read_text())
+        count = record["bytes"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return count if isinstance(count, int) and count >= 0 else None
+
+
+def _write_control(path: Path, count: int) -> None:
+    control = _control_path(path)
+    partial = control.with_name(control.name + ".part")
+    partial.write_text(json.dumps({"bytes": count}))
+    os.replace(partial, control)
 
 
 def _content_range(value: str) -> tuple[int | None, int | None]:

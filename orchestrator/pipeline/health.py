@@ -27,9 +27,9 @@ class EngineHealth:
         """What the engine says about itself (name, version, connected), asked at start."""
         self._info.update(described)
 
-    def describe_choice(self, fallback: bool, hint: str | None) -> None:
-        """How the engine was picked (the fallback, and why), told once at start."""
-        self._info.update(fallback=fallback, hint=hint)
+    def describe_choice(self, choice: dict[str, Any]) -> None:
+        """How the engine was picked (the fallback and why, the binary), told once at start."""
+        self._info.update(choice)
 
     def mark(self, up: bool, message: str | None = None) -> None:
         if up == self.up:

@@ -12,7 +12,7 @@ from ..engines.base import ACTIVE, COMPLETE, ERROR, MISSING, PAUSED, REMOVED, WA
 from ..errors import OrchestratorError
 from ..jobs import Job, State
 
-MAX_REPAIRS = 3  # re-adds of a transfer the engine lost or whose link expired
+MAX_REPAIRS = 3  # re-adds of a transfer the engine lost, whose link expired, or that stalled
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,8 @@ class Readd:
 
     why: str
     paused: bool = False
+    stop_first: bool = False  # the engine still runs the old transfer: stop it, keeping its bytes
+    tell: str | None = None  # what the clients are told (a `stalled` event), if anything
 
 
 @dataclass(frozen=True)
@@ -55,8 +57,13 @@ class RemovedElsewhere:
 Decision = Move | Finish | Readd | DropBadBytes | Fail | RemovedElsewhere | None
 
 
-def decide(job: Job, status: TransferStatus, staged_bytes: bool, repairs: int) -> Decision:
-    """`staged_bytes`: the staging folder holds bytes of this job; `repairs`: re-adds used so far."""
+def decide(
+    job: Job, status: TransferStatus, staged_bytes: bool, repairs: int, stalled_for: float | None = None
+) -> Decision:
+    """`staged_bytes`: the staging folder holds bytes of this job; `repairs`: re-adds used so far;
+    `stalled_for`: seconds the transfer has been all but still, when that is past the limit."""
+    if status.state == ACTIVE and stalled_for is not None:
+        return _on_stall(stalled_for, repairs)
     if status.state == ACTIVE:
         return Move(State.DOWNLOADING, "progress", force=job.state != State.DOWNLOADING)
     if status.state == WAITING:
@@ -98,6 +105,25 @@ def _on_missing(job: Job, repairs: int) -> Decision:
             )
         )
     return Readd("the engine lost the transfer; adding it again", paused=job.state == State.PAUSED)
+
+
+def _on_stall(seconds: float, repairs: int) -> Decision:
+    """A trickle or a silent connection: aria2's own limits never catch it (lowest-speed-limit=0)."""
+    if repairs >= MAX_REPAIRS:
+        return Fail(
+            OrchestratorError(
+                "stalled",
+                f"The server stopped sending this file (almost nothing for {seconds:.0f} s), again after "
+                "asking it anew several times; the bytes so far are kept: retry later.",
+                502,
+            )
+        )
+    return Readd(
+        "the transfer stalled; resolving the link again and continuing from the bytes on disk",
+        stop_first=True,
+        tell=f"Almost nothing arrived for {seconds:.0f} s; asking the server again and continuing "
+        "from the bytes already here.",
+    )
 
 
 def may_have_expired(status: TransferStatus) -> bool:

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from ..engines.base import ACTIVE, TransferStatus
+from ..engines.base import ACTIVE, PAUSED, WAITING, TransferStatus
 from ..errors import OrchestratorError
 from ..jobs import Job, State
 from . import observe
@@ -26,6 +26,7 @@ from .work import Worker
 log = logging.getLogger(__name__)
 
 SAVE_PROGRESS_EVERY = 5.0  # seconds between progress writes to SQLite
+STALL_BYTES = 64 * 1024  # less than this in `stall_seconds` counts as stalled
 WATCHED = (State.QUEUED, State.DOWNLOADING, State.PAUSED)
 
 
@@ -100,11 +101,25 @@ class Poller:
         """Bring a job in line with what the engine reports (whoever caused the change)."""
         job = live.job
         _take_numbers(job, status)
-        decision = observe.decide(job, status, self.ctx.has_staged_bytes(job), live.repairs)
+        stalled = self._stalled_for(live, status)
+        decision = observe.decide(job, status, self.ctx.has_staged_bytes(job), live.repairs, stalled)
         self._carry_out(live, decision)
         if time.monotonic() - live.last_saved > SAVE_PROGRESS_EVERY:
             live.last_saved = time.monotonic()
             self.ctx.save(job)
+
+    def _stalled_for(self, live: LiveJob, status: TransferStatus) -> float | None:
+        """Seconds since the transfer last gained STALL_BYTES, once that is over the limit."""
+        now = time.monotonic()
+        moving = status.state == ACTIVE and status.verified is None  # aria2 verifying is not a stall
+        if not moving or live.job.state != State.DOWNLOADING or not live.moved_at:
+            live.moved_at, live.moved_bytes = now, status.completed
+            return None
+        if status.completed - live.moved_bytes >= STALL_BYTES:
+            live.moved_at, live.moved_bytes = now, status.completed
+            return None
+        still = now - live.moved_at
+        return still if still > self.ctx.settings.stall_seconds else None
 
     def _carry_out(self, live: LiveJob, decision: observe.Decision) -> None:
         job = live.job
@@ -115,7 +130,10 @@ class Poller:
         elif isinstance(decision, observe.Finish):
             self.worker.finish(live, decision.sha256)
         elif isinstance(decision, observe.Readd):
-            self.worker.readd(live, decision.why, paused=decision.paused)
+            if decision.tell:
+                self.ctx.announce.event(live, "stalled", message=decision.tell)
+            live.moved_at = 0.0
+            self.worker.readd(live, decision.why, paused=decision.paused, stop_first=decision.stop_first)
         elif isinstance(decision, observe.DropBadBytes):
             self.worker.drop_bad_bytes(live)
         elif isinstance(decision, observe.Fail):
@@ -123,6 +141,9 @@ class Poller:
             self.worker.fail(live, decision.error)
         elif isinstance(decision, observe.RemovedElsewhere):
             # removed by another aria2 client: show it; keep the bytes so a retry can resume
+            # (from zero, if that client also deleted the control file); drop aria2's result
+            if job.handle:
+                self.worker.forget_later(job.handle)
             job.handle = None
             job.rate, job.eta = 0.0, None
             self.ctx.move(live, State.CANCELLED)
@@ -134,7 +155,10 @@ def _watched(live: LiveJob) -> bool:
 
 
 def _take_numbers(job: Job, status: TransferStatus) -> None:
-    job.downloaded = status.completed
+    # a paused transfer aria2 reloaded from its session reports 0 bytes until it runs again
+    not_read_yet = status.state in (PAUSED, WAITING) and status.completed == 0
+    job.downloaded = job.downloaded if not_read_yet else status.completed
     job.size = job.size or status.total
     job.rate = status.speed if status.state == ACTIVE else 0.0
+    job.verified = status.verified
     job.eta = None if not job.size or job.rate <= 0 else max(0.0, (job.size - job.downloaded) / job.rate)

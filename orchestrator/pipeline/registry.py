@@ -29,6 +29,8 @@ class LiveJob:
     repairs: int = 0  # re-adds of a transfer the engine lost or whose link expired
     last_event: float = 0.0  # monotonic time of the last progress event
     last_saved: float = 0.0  # monotonic time progress was last written to SQLite
+    moved_at: float = 0.0  # monotonic time the transfer last gained STALL_BYTES (the stall watchdog)
+    moved_bytes: int = 0  # what it had then
 
     @property
     def busy(self) -> bool:

@@ -83,6 +83,7 @@ async def prepare(ctx: Context, live: LiveJob, paused: bool = False) -> Outcome:
         present = await _already_there(ctx, live, target)
         if present:
             return present
+    await _discard_unproven_bytes(ctx, job)
     have = ctx.staged(job).stat().st_size if ctx.staged(job).exists() else 0
     files.ensure_free_space(ctx.settings.models_dir, (job.size or 0) - have)
     transfer = Transfer(
@@ -98,6 +99,25 @@ async def prepare(ctx: Context, live: LiveJob, paused: bool = False) -> Outcome:
     if paused and job.handle:
         await ctx.engine.pause(job.handle)
     return HandedOver(paused=paused)
+
+
+async def _discard_unproven_bytes(ctx: Context, job: Job) -> None:
+    """Never resume into a staged file whose bytes nobody can vouch for.
+
+    The engine's control file says which bytes are real; without it (removed by another
+    aria2 client, or lost) a preallocated file is full size and partly zeros, and an
+    engine told to continue would call it complete. Such bytes are kept only when the
+    published sha256 proves them whole; otherwise the download starts from zero.
+    """
+    staged = ctx.staged(job)
+    if not staged.is_file() or ctx.engine.engine.trusts_staged_bytes(staged.parent, staged.name):
+        return
+    whole = bool(job.expected_sha256) and staged.stat().st_size == job.size
+    if whole and await asyncio.to_thread(files.sha256_of, staged) == job.expected_sha256:
+        return
+    log.info("job %s: the staged bytes have no control file; starting from zero", job.id)
+    await asyncio.to_thread(staged.unlink, missing_ok=True)
+    job.downloaded = 0
 
 
 def _describe(ctx: Context, live: LiveJob, resolved: Resolved) -> None:

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 class Worker:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- running steps -------------------------------------------------------------------------
 
@@ -34,15 +35,27 @@ class Worker:
     def finish(self, live: LiveJob, engine_sha256: str | None) -> None:
         self.spawn(live, steps.finish(self.ctx, live, engine_sha256))
 
-    def readd(self, live: LiveJob, why: str, paused: bool = False) -> None:
-        """Hand the transfer over anew: forget the engine's old one, resolve, start."""
+    def readd(self, live: LiveJob, why: str, paused: bool = False, stop_first: bool = False) -> None:
+        """Hand the transfer over anew: stop or forget the engine's old one, resolve, start."""
         log.info("job %s: %s", live.job.id, why)
         live.repairs += 1
         old, live.job.handle = live.job.handle, None
-        self.spawn(live, self._forget_then_prepare(live, old, paused))
+        self.spawn(live, self._forget_then_prepare(live, old, paused, stop_first))
 
     def drop_bad_bytes(self, live: LiveJob) -> None:
         self.spawn(live, self._drop_bad_bytes(live))
+
+    def forget_later(self, handle: str) -> None:
+        """Drop an engine's record of a transfer nobody follows any more, in the background."""
+
+        async def forget() -> None:
+            try:
+                await self.ctx.engine.forget(handle)
+            except OrchestratorError as error:  # the next retry or restart leaves it anyway
+                log.info("could not drop the engine's record of %s: %s", handle, error.code)
+
+        self._background.add(task := asyncio.create_task(forget()))
+        task.add_done_callback(self._background.discard)
 
     def spawn(self, live: LiveJob, work: Coroutine[Any, Any, Outcome]) -> None:
         """Run `work` as the job's one task (replacing any other) and apply what comes of it."""
@@ -85,8 +98,12 @@ class Worker:
         elif isinstance(outcome, Failed):
             self.fail(live, outcome.error)
 
-    async def _forget_then_prepare(self, live: LiveJob, handle: str | None, paused: bool) -> Outcome:
-        if handle:
+    async def _forget_then_prepare(
+        self, live: LiveJob, handle: str | None, paused: bool, stop_first: bool = False
+    ) -> Outcome:
+        if handle and stop_first:
+            await self.ctx.engine.remove(handle)  # the control file stays: the bytes stay known
+        elif handle:
             await self.ctx.engine.forget(handle)
         return await steps.prepare(self.ctx, live, paused)
 

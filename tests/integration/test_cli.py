@@ -37,8 +37,14 @@ class Cli:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHESTRATOR_", "ARIA2_"))}
         for name in ("CIVITAI_TOKEN", "HF_TOKEN"):
             self.env.pop(name, None)
-        # the default server address points at a free port: nothing answers there
-        self.env.update(PYTHONPATH=str(ROOT), ORCHESTRATOR_PORT=str(free_port()))
+        # the default server address points at a free port: nothing answers there; the services
+        # (which doctor tries over IPv4 and IPv6) are local addresses too: no test leaves the machine
+        self.env.update(
+            PYTHONPATH=str(ROOT),
+            ORCHESTRATOR_PORT=str(free_port()),
+            CIVITAI_BASE_URL="http://127.0.0.250:9",
+            HF_ENDPOINT="http://127.0.0.251:9",
+        )
 
     def command(self, *args: str) -> list[str]:
         extra = ["--aria2-rpc-url", f"http://127.0.0.1:{self.aria2_port}/jsonrpc"] if args[0] == "get" else []
@@ -215,7 +221,7 @@ def test_bad_command_lines_say_why_and_write_nothing(cli):
             1,
             "error: ftp://a.example/x.bin: Only http and https links",
         ),
-        (("get", "http://a.example/x.bin"), 1, "no model type"),
+        (("get", "http://a.example/x.bin"), 2, "no model type"),  # a usage mistake (README)
         (("get", "-i", "missing.txt", "--type", "lora"), 1, "cannot read the batch file missing.txt"),
     ]
     for args, code, message in cases:
@@ -248,7 +254,9 @@ def test_get_submits_to_the_running_server_so_the_page_sees_it(cli, server_facto
     assert [(job["url"], job["state"]) for job in jobs] == [(origin.url("/srv/upscaler.pth"), "completed")]
 
 
-def test_ctrl_c_pauses_the_server_job_and_the_same_command_resumes_it(cli, server_factory, origin):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_pauses_the_server_job_and_the_same_command_resumes_it(cli, server_factory, origin, stop):
+    """SIGTERM (a notebook's stop button, a supervisor) is Ctrl-C too: the job waits paused."""
     size = 4 * MiB
     data = origin.add_file("/srv/slow.safetensors", size, rate=64 * 1024)
     url = origin.url("/srv/slow.safetensors")
@@ -256,7 +264,7 @@ def test_ctrl_c_pauses_the_server_job_and_the_same_command_resumes_it(cli, serve
     cli.env["ORCHESTRATOR_PORT"] = str(server.port)
     process = cli.start("get", url, "--type", "lora")
     wait_until(lambda: origin.stats("/srv/slow.safetensors")["bytes_sent"] >= 256 * 1024, "bytes to flow")
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop)
     out, err = process.communicate(timeout=60)
 
     assert process.returncode == 130, err

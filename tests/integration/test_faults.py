@@ -93,6 +93,26 @@ def test_origin_stalls_then_continues(server_factory, origin, engine):
     assert (server.models / "vae" / "stall.bin").read_bytes() == data
 
 
+@pytest.mark.parametrize("engine", ["aria2", "requests"])
+def test_a_connection_that_goes_silent_for_good_is_caught_by_the_stall_watchdog(
+    server_factory, origin, engine, connect
+):
+    """No byte for minutes, no error either: the app asks again after --stall-seconds and
+    continues from the bytes on disk, saying so; without the watchdog the job would hang."""
+    data = origin.add_file("/silent.bin", 6 * MiB, stall_after=2 * MiB, stall_seconds=600, rate=4 * MiB)
+    server = server_factory("--engine", "auto" if engine == "aria2" else "requests", "--stall-seconds", "2")
+    watcher = connect(server)
+    job = server.submit(origin.url("/silent.bin"), "vae")
+    done = server.wait_for(job["id"], {"completed", "failed"}, timeout=40)
+    assert done["state"] == "completed", done
+    assert (server.models / "vae" / "silent.bin").read_bytes() == data
+    if engine == "requests":  # one connection: only the watchdog can free it
+        stalled = watcher.until(lambda m: m.get("job") == job["id"] and m["data"]["status"] == "stalled")
+        assert "asking the server again" in stalled["data"]["message"]
+        ranges = [r.range for r in origin.requests_for("/silent.bin") if r.method == "GET"]
+        assert ranges[-1] is not None and ranges[-1].startswith("bytes=")  # continued, not restarted
+
+
 def quick_giving_up_conf(tmp_path: Path) -> Path:
     """The shipped aria2.conf with fewer retries, so giving up happens within a test."""
     conf = tmp_path / "aria2-test.conf"

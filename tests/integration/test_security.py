@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,18 @@ def login_token(server: Server) -> str:
     return match.group(1)
 
 
+def refused_socket(url: str, **options) -> tuple[int, str]:
+    """What a refused WebSocket gets: the handshake, then at once a close with its code and
+    reason (docs/PROTOCOL.md), never a hello or any other message."""
+    ws = websocket.create_connection(url, timeout=5, **options)
+    try:
+        frame = ws.recv_data_frame(control_frame=True)[1]
+    finally:
+        ws.close()
+    assert frame.opcode == websocket.ABNF.OPCODE_CLOSE
+    return int.from_bytes(frame.data[:2], "big"), frame.data[2:].decode()
+
+
 def test_exposed_server_requires_the_token_everywhere(server_factory):
     server = server_factory("--host", "0.0.0.0")
     token = login_token(server)
@@ -32,8 +46,7 @@ def test_exposed_server_requires_the_token_everywhere(server_factory):
     assert requests.get(server.base + "/", timeout=5).status_code == 401
     refused = requests.get(server.base + "/api/downloads", timeout=5)
     assert refused.status_code == 401 and refused.json()["error"]["code"] == "unauthorized"
-    with pytest.raises(websocket.WebSocketBadStatusException):
-        websocket.create_connection(server.ws_url, timeout=5)
+    assert refused_socket(server.ws_url) == (1008, "unauthorized")
     # a script uses the Bearer header
     headers = {"Authorization": f"Bearer {token}"}
     assert requests.get(server.base + "/api/downloads", headers=headers, timeout=5).ok
@@ -100,8 +113,7 @@ def test_other_sites_and_rebound_names_are_refused_on_loopback(server_factory, o
     )
     assert answer.status_code == 403 and answer.json()["error"]["code"] == "forbidden_origin"
     # ... or opening the WebSocket (cross-site WebSocket hijacking)
-    with pytest.raises(websocket.WebSocketBadStatusException):
-        websocket.create_connection(server.ws_url, timeout=5, origin="http://evil.example")
+    assert refused_socket(server.ws_url, origin="http://evil.example") == (1008, "forbidden_origin")
     # DNS rebinding: a foreign name pointing at 127.0.0.1 needs the token
     rebound = requests.get(server.base + "/api/downloads", headers={"Host": "evil.example"}, timeout=5)
     assert rebound.status_code == 401
@@ -124,6 +136,7 @@ def test_private_targets_refused_when_the_policy_is_on(server_factory, origin, o
         job = server.submit(url, "lora")
         failed = server.wait_for(job["id"], {"failed", "completed"})
         assert failed["error"]["code"] == "blocked_target"
+        assert "--block-private off" in failed["error"]["message"]  # the way to allow a NAS
     assert origin.requests == [] and origin2.requests == []  # refused before any request
     assert server.model_files() == [] and server.staging_files() == []
 
@@ -183,3 +196,33 @@ def test_tokens_never_reach_the_origin_aria2_or_any_file(server_factory, origin,
             content = path.read_bytes()
             assert civitai_token.encode() not in content, path
             assert hf_token.encode() not in content, path
+
+
+def test_the_state_folder_and_what_holds_signed_urls_are_private(server_factory, origin):
+    """The job list, aria2's session and log hold signed URLs and Drive cookies: owner only.
+    aria2c sees none of the app's tokens in its environment; installed models stay readable."""
+    origin.add_file("/private.bin", 2 * MiB, rate=1024 * 1024)
+    server = server_factory(env={"CIVITAI_TOKEN": "civitai-SECRET-env-token-123", "HF_TOKEN": "hf_SECRETenv"})
+    job = server.submit(origin.url("/private.bin"), "vae")
+    server.wait_settled(job["id"])
+    time.sleep(6)  # aria2 rewrites its session file every few seconds
+    mode = lambda path: stat.S_IMODE(path.stat().st_mode)  # noqa: E731
+    assert mode(server.state) == 0o700
+    for name in ("jobs.sqlite3", "jobs.sqlite3-wal", "aria2.session", "aria2.log", "aria2.secret"):
+        assert mode(server.state / name) == 0o600, name
+    assert mode(server.models / "vae" / "private.bin") == 0o644
+    [pid] = [
+        int(p.name)
+        for p in Path("/proc").glob("[0-9]*")
+        if str(server.state / "aria2.runtime.conf").encode() in _cmdline(p)
+    ]
+    environment = Path(f"/proc/{pid}/environ").read_bytes()
+    assert b"SECRET" not in environment and b"CIVITAI_TOKEN" not in environment
+    assert b"HF_TOKEN" not in environment
+
+
+def _cmdline(process: Path) -> bytes:
+    try:
+        return (process / "cmdline").read_bytes()
+    except OSError:
+        return b""

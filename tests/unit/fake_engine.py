@@ -15,6 +15,7 @@ class FakeEngine:
 
     name = "fake"
     verifies_sha256 = False
+    trusted = True  # whether staged bytes have the engine's control file (a test may say not)
     on_finish = None  # the manager sets it; a test calls it to say a transfer ended
 
     def __init__(self) -> None:
@@ -33,6 +34,9 @@ class FakeEngine:
         self.statuses[handle] = TransferStatus(handle, ACTIVE, 0, transfer.size)
         self.calls.append(("start", handle))
         return handle
+
+    def trusts_staged_bytes(self, directory: Path, filename: str) -> bool:
+        return self.trusted
 
     def poll(self, handles: list[str]) -> dict[str, TransferStatus]:
         self.calls.append(("poll", ",".join(handles)))

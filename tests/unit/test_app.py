@@ -455,10 +455,11 @@ def test_cross_site_post_is_refused(app: App) -> None:
 def test_cross_site_websocket_is_refused(app: App) -> None:
     with (
         pytest.raises(WebSocketDisconnect) as closed,
-        app.client.websocket_connect(WS_URL, headers={"Origin": "http://evil.example"}),
+        app.client.websocket_connect(WS_URL, headers={"Origin": "http://evil.example"}) as ws,
     ):
-        pass
+        ws.receive_json()  # the first thing that comes is the close, never a hello
     assert closed.value.code == 1008
+    assert closed.value.reason == "forbidden_origin"  # the page can tell its user why
     with app.client.websocket_connect(WS_URL, headers={"Origin": BASE_URL}) as ws:
         assert ws.receive_json()["type"] == "hello"
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
 import stat
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -165,3 +168,70 @@ def test_port_is_free() -> None:
         taken.listen()
         assert port_is_free(taken.getsockname()[1]) is False
     assert port_is_free(aria2_daemon.free_port()) is True
+
+
+# -- the embedded daemon's watchdog -------------------------------------------------------------
+
+needs_aria2c = pytest.mark.skipif(aria2_daemon.aria2c_path() is None, reason="aria2c is not installed")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def wait_exited(daemon: aria2_daemon.EmbeddedDaemon) -> None:
+    assert daemon.process is not None
+    daemon.process.wait(timeout=20)
+
+
+@needs_aria2c
+def test_a_daemon_that_cannot_start_is_retried_with_a_growing_pause(tmp_path: Path) -> None:
+    """Another program holds the port: aria2c dies at once each time. The watchdog (every 2 s)
+    must not restart it 20 times in 40 s."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        clock = Clock()
+        # without IPv6 (as on this kind of machine), aria2c exits when it cannot bind its RPC port
+        daemon = aria2_daemon.EmbeddedDaemon(
+            tmp_path, "s3cret", port, tmp_path / "dl", clock=clock, disable_ipv6=True
+        )
+        daemon.start()
+        launches = 1
+        for _ in range(20):  # 40 s of watchdog ticks
+            wait_exited(daemon)
+            clock.now += 2
+            if daemon.ensure_running():
+                launches += 1
+        wait_exited(daemon)
+    assert launches <= 6, launches  # the first start, then 2, 4, 8, 16 s apart: not 21 (every tick)
+    assert daemon.next_try - clock.now > 8
+    assert aria2_daemon.port_holder(port) is None  # the holder is gone now; nothing of ours is left
+
+
+@needs_aria2c
+def test_an_aria2c_an_earlier_app_left_on_the_port_is_stopped_before_a_restart(tmp_path: Path) -> None:
+    port = aria2_daemon.free_port()
+    config = write_runtime_config(tmp_path, "s3cret", port, tmp_path / "dl")
+    orphan = subprocess.Popen(aria2c_command(config, owner_pid=os.getpid()), stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while aria2_daemon.port_holder(port) != orphan.pid and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert aria2_daemon.port_holder(port) == orphan.pid
+        daemon = aria2_daemon.EmbeddedDaemon(tmp_path, "s3cret", port, tmp_path / "dl")
+        assert daemon.ensure_running()  # nothing ran yet: it starts, after stopping the orphan
+        assert orphan.wait(timeout=25) is not None
+        deadline = time.monotonic() + 10
+        while aria2_daemon.port_holder(port) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert daemon.running and aria2_daemon.port_holder(port) == daemon.process.pid
+        daemon.stop()
+    finally:
+        if orphan.poll() is None:
+            orphan.kill()

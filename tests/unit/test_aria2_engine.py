@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,11 +12,11 @@ import aria2p
 import pytest
 
 from orchestrator.engines.aria2 import Aria2Engine, describe_error
-from orchestrator.engines.aria2_daemon import EmbeddedDaemon, free_port
+from orchestrator.engines.aria2_daemon import EmbeddedDaemon, aria2c_path, free_port
 from orchestrator.engines.base import ACTIVE, COMPLETE, ERROR, MISSING, PAUSED, REMOVED, WAITING, Transfer
 from tests.fakes.origin import Origin
 
-needs_aria2 = pytest.mark.skipif(shutil.which("aria2c") is None, reason="aria2c is not installed")
+needs_aria2 = pytest.mark.skipif(aria2c_path() is None, reason="aria2c is not installed")
 
 
 # -- error mapping (no daemon) -----------------------------------------------------------------
@@ -113,7 +112,7 @@ def test_poll_of_nothing_asks_nothing(mocker) -> None:
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmbeddedDaemon, str]]:
-    if shutil.which("aria2c") is None:
+    if aria2c_path() is None:
         pytest.skip("aria2c is not installed")
     state = tmp_path_factory.mktemp("aria2-state")
     secret = secrets.token_urlsafe(16)

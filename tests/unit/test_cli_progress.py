@@ -36,6 +36,10 @@ def test_plain_progress_line():
     assert unknown == "model.safetensors  42.0 MiB  0.0 MB/s"
 
 
+def test_a_file_being_verified_says_so_instead_of_looking_frozen():
+    assert progress_line(job(downloaded=100 * MiB, verified=40 * MiB)) == "model.safetensors  verifying 40%"
+
+
 def test_seconds_read_like_a_clock():
     assert [format_seconds(s) for s in (4.4, 75, 3725)] == ["4s", "1m15s", "1h02m"]
 

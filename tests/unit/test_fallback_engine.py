@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -80,6 +81,11 @@ def resumed_from(range_header: str | None) -> int:
     return int(range_header.removeprefix("bytes=").removesuffix("-"))
 
 
+def vouch_for(path: Path, count: int) -> None:
+    """What the engine writes beside a staged file while bytes arrive: how many did."""
+    path.with_name(path.name + ".fallback").write_text(json.dumps({"bytes": count}))
+
+
 def test_full_download(engine: RequestsEngine, origin: Origin, tmp_path: Path) -> None:
     data = origin.add_file("/m.safetensors", 700_001)
     handle = engine.start(transfer(origin, "/m.safetensors", tmp_path / "stage", sha256=sha(data)))
@@ -89,7 +95,12 @@ def test_full_download(engine: RequestsEngine, origin: Origin, tmp_path: Path) -
     assert status.sha256 == sha(data)
     assert (tmp_path / "stage" / "model.safetensors").read_bytes() == data
     assert gets(origin, "/m.safetensors") == [None]
-    assert sorted(p.name for p in (tmp_path / "stage").iterdir()) == ["model.safetensors"]
+    # beside it, the record of how many bytes really arrived (kept until the file is installed)
+    assert sorted(p.name for p in (tmp_path / "stage").iterdir()) == [
+        "model.safetensors",
+        "model.safetensors.fallback",
+    ]
+    assert json.loads((tmp_path / "stage" / "model.safetensors.fallback").read_text()) == {"bytes": len(data)}
 
 
 def test_empty_file(engine: RequestsEngine, origin: Origin, tmp_path: Path) -> None:
@@ -213,6 +224,7 @@ def test_pre_existing_partial_file_is_continued(
 ) -> None:
     data = origin.add_file("/big.bin", 500_000)
     (tmp_path / "model.safetensors").write_bytes(data[:180_000])
+    vouch_for(tmp_path / "model.safetensors", 180_000)
     handle = engine.start(transfer(origin, "/big.bin", tmp_path, size=len(data), sha256=sha(data)))
     status = wait_state(engine, handle, DONE)
     assert status.state == COMPLETE
@@ -227,6 +239,7 @@ def test_pre_existing_partial_file_with_unknown_size(
 ) -> None:
     data = origin.add_file("/big.bin", 300_000)
     (tmp_path / "model.safetensors").write_bytes(data[:1000])
+    vouch_for(tmp_path / "model.safetensors", 1000)
     handle = engine.start(transfer(origin, "/big.bin", tmp_path, sha256=sha(data)))
     status = wait_state(engine, handle, DONE)
     assert status.state == COMPLETE
@@ -235,9 +248,40 @@ def test_pre_existing_partial_file_with_unknown_size(
     assert status.sha256 == sha(data)
 
 
+def test_staged_bytes_without_their_record_are_never_continued(
+    engine: RequestsEngine, origin: Origin, tmp_path: Path
+) -> None:
+    """A full-size file of zeros (preallocated, or left by someone else) with no record of
+    what arrived: the engine starts from zero instead of calling it complete."""
+    data = origin.add_file("/big.bin", 300_000)
+    (tmp_path / "model.safetensors").write_bytes(bytes(len(data)))
+    assert not engine.trusts_staged_bytes(tmp_path, "model.safetensors")
+    handle = engine.start(transfer(origin, "/big.bin", tmp_path, size=len(data)))
+    status = wait_state(engine, handle, DONE)
+    assert status.state == COMPLETE
+    assert gets(origin, "/big.bin") == [None]  # the whole file, from byte 0
+    assert (tmp_path / "model.safetensors").read_bytes() == data
+    assert engine.trusts_staged_bytes(tmp_path, "model.safetensors")
+
+
+def test_bytes_written_after_the_last_record_are_cut_off(
+    engine: RequestsEngine, origin: Origin, tmp_path: Path
+) -> None:
+    """The app was killed after writing more than it had recorded: only the recorded part counts."""
+    data = origin.add_file("/big.bin", 300_000)
+    (tmp_path / "model.safetensors").write_bytes(data[:1000] + bytes(5000))
+    vouch_for(tmp_path / "model.safetensors", 1000)
+    handle = engine.start(transfer(origin, "/big.bin", tmp_path, size=len(data), sha256=sha(data)))
+    status = wait_state(engine, handle, DONE)
+    assert gets(origin, "/big.bin") == ["bytes=1000-"]
+    assert status.sha256 == sha(data)
+    assert (tmp_path / "model.safetensors").read_bytes() == data
+
+
 def test_complete_file_on_disk_is_only_hashed(engine: RequestsEngine, origin: Origin, tmp_path: Path) -> None:
     data = origin.add_file("/done.bin", 100_000)
     (tmp_path / "model.safetensors").write_bytes(data)
+    vouch_for(tmp_path / "model.safetensors", len(data))
     handle = engine.start(transfer(origin, "/done.bin", tmp_path, size=len(data), sha256=sha(data)))
     status = wait_state(engine, handle, DONE)
     assert status.state == COMPLETE
@@ -250,6 +294,7 @@ def test_complete_file_with_unknown_size_gets_416_and_finishes(
 ) -> None:
     data = origin.add_file("/done.bin", 100_000)
     (tmp_path / "model.safetensors").write_bytes(data)
+    vouch_for(tmp_path / "model.safetensors", len(data))
     handle = engine.start(transfer(origin, "/done.bin", tmp_path, sha256=sha(data)))
     status = wait_state(engine, handle, DONE)
     assert status.state == COMPLETE

@@ -78,6 +78,7 @@ def test_public_has_the_documented_fields_and_no_tokens() -> None:
         "total",
         "rate",
         "eta",
+        "verified",
         "sha256",
         "hashing",
         "path",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import hashlib
 import json
@@ -1069,3 +1070,85 @@ def test_stopping_before_a_job_ran_leaves_no_unawaited_work(tmp_path: Path) -> N
         asyncio.run(main())
         gc.collect()
     assert not [w for w in caught if "never awaited" in str(w.message)]
+
+
+# -- stalls and verifying -------------------------------------------------------------------------
+
+
+def stalling_world(tmp_path: Path) -> World:
+    world = make_world(tmp_path)
+    world.settings = dataclasses.replace(world.settings, stall_seconds=0.05)
+    world.manager.ctx.settings = world.settings
+    return world
+
+
+def test_a_stalled_transfer_is_asked_for_again_and_continues(tmp_path: Path) -> None:
+    async def main() -> None:
+        world = stalling_world(tmp_path)
+        try:
+            job, handle = await world.downloading()
+            world.engine.write(handle, DATA[:1000])
+            world.engine.report(handle, ACTIVE, completed=1000, speed=3.0)
+            await world.manager.poll_once()  # the watchdog starts counting
+            await asyncio.sleep(0.1)  # 3 bytes a second: a trickle
+            await world.manager.poll_once()
+            await world.until(
+                lambda: len(world.engine.called("start")) == 2, "the transfer to be added again"
+            )
+            assert world.engine.called("remove") == [handle]  # stopped, its control file kept
+            assert [url for url, _ in world.resolver.seen] == [URL, URL]  # the link resolved again
+            stalled = world.last(job, "stalled")
+            assert "asking the server again" in stalled["data"]["message"]
+            await world.running(job)
+            new = job.handle
+            assert new and new != handle
+            world.engine.finish(new, DATA)
+            await world.manager.poll_once()
+            await world.state(job, State.COMPLETED)
+        finally:
+            await world.close()
+
+    asyncio.run(main())
+
+
+def test_a_transfer_that_keeps_stalling_fails_as_stalled(tmp_path: Path) -> None:
+    async def main() -> None:
+        world = stalling_world(tmp_path)
+        try:
+            job, _ = await world.downloading()
+            for _ in range(4):
+                await world.running(job)
+                world.engine.report(job.handle or "", ACTIVE, completed=10, speed=1.0)
+                await world.manager.poll_once()
+                await asyncio.sleep(0.1)
+                await world.manager.poll_once()
+                await world.until(lambda: world.manager.busy(job.id) is False, "the step to end")
+                if job.state == State.FAILED:
+                    break
+            assert job.state == State.FAILED
+            assert job.error_code == "stalled"
+            assert "retry later" in (job.error_message or "")
+        finally:
+            await world.close()
+
+    asyncio.run(main())
+
+
+def test_while_the_engine_verifies_the_job_says_so_and_is_not_stalled(tmp_path: Path) -> None:
+    async def main() -> None:
+        world = stalling_world(tmp_path)
+        try:
+            job, handle = await world.downloading()
+            world.engine.report(handle, ACTIVE, completed=len(DATA), total=len(DATA), verified=0)
+            await world.manager.poll_once()
+            await asyncio.sleep(0.1)
+            world.engine.report(handle, ACTIVE, completed=len(DATA), total=len(DATA), verified=40960)
+            await world.manager.poll_once()
+            assert world.last(job, "progress")["data"]["verified"] == 40960
+            assert job.public()["verified"] == 40960
+            assert world.engine.called("start") == [handle]  # not taken for a stall
+            assert "stalled" not in world.statuses(job)
+        finally:
+            await world.close()
+
+    asyncio.run(main())

@@ -225,6 +225,7 @@ def test_private_targets_are_refused_when_asked(origin: Origin) -> None:
     with pytest.raises(OrchestratorError) as caught:
         sources.resolve(origin.url("/m.bin"), Credentials(), GUARDED)
     assert caught.value.code == "blocked_target"
+    assert "--block-private off" in caught.value.message
     assert origin.requests_for("/m.bin") == []  # refused before any request
     # off (the default on loopback): the same link resolves
     assert sources.resolve(origin.url("/m.bin"), Credentials(), OPEN).size == 10
