@@ -183,11 +183,20 @@ def stop_pid(pid: int) -> None:
 
 def wait_for_exit(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    while Path(f"/proc/{pid}").exists():
+    while running(pid):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
     return True
+
+
+def running(pid: int) -> bool:
+    """Alive, not a zombie that has exited and waits for its parent to reap it."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 ARIA2C_NAMES = ("aria2c", "aria2-next")  # aria2-next: a maintained fork, same options

@@ -133,8 +133,7 @@ def test_a_paused_job_shows_its_progress_after_a_restart(server_factory, origin,
     job = server.submit(origin.url("/paused.safetensors"), "lora")
     server.wait_until(job["id"], lambda j: j["downloaded"] > 4 * MiB)
     paused = server.api("POST", f"/api/downloads/{job['id']}/pause").json()["job"]
-    time.sleep(6)  # aria2 saves the session and control files at least every 5 s; so does the app
-    server.stop()
+    server.stop()  # SIGTERM: aria2c saves its session and control files, the app its job list
 
     restarted = server_factory(workdir=tmp_path)
     for _ in range(20):  # a few polls of the reloaded, still paused transfer
