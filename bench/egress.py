@@ -165,12 +165,13 @@ def render(rows: list[tuple[str, ...]]) -> str:
 
 def serve_proxy() -> None:
     """Run a proxy that treats 127.0.0.1 (the benchmark's nginx) as public; print its details."""
-    from orchestrator.egress import EgressProxy, IPAddress, default_policy
+    from orchestrator.egress import EgressProxy, default_policy
+    from orchestrator.policy import IPAddress
 
     nginx = ipaddress.ip_address("127.0.0.1")
 
-    def policy(address: IPAddress) -> str | None:
-        return None if address == nginx else default_policy(address)
+    def policy(host: str, address: IPAddress) -> str | None:
+        return None if address == nginx else default_policy(host, address)
 
     async def main() -> None:
         proxy = EgressProxy(policy)

@@ -23,10 +23,13 @@ SERVE_FLAGS = (
     "poll-interval",
     "max-active",
     "stall-seconds",
+    "resolve-deadline",
+    "keep-partial",
     "ipv6",
     "log-level",
     "token",
     "block-private",
+    "private-allow",
     "sidecars",
 )
 DAEMON_FLAGS = ("models-dir", "state-dir", "aria2-rpc-url", "aria2-secret", "ipv6", "log-level")
@@ -60,7 +63,15 @@ def run_server(settings: Settings) -> None:
         check_token_strength(settings.access_token)
     else:
         settings = replace(settings, access_token=new_access_token())
-    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
+    for name in ("uvicorn.access", "uvicorn.error", "uvicorn"):  # WebSocket lines are "error" ones
+        logging.getLogger(name).addFilter(RedactTokens())
+    if "--token" in sys.argv or any(arg.startswith("--token=") for arg in sys.argv):
+        print(
+            "warning: --token is visible to every user of this machine (ps); prefer "
+            "`export ORCHESTRATOR_TOKEN=...`",
+            file=sys.stderr,
+            flush=True,
+        )
     _announce(settings)
     uvicorn.run(
         create_app(settings),

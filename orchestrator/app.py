@@ -26,7 +26,8 @@ from .events import Hub
 from .files import private_folder
 from .jobs import JobStore, exclusive_state
 from .manager import Manager
-from .security import AccessGuard, new_access_token
+from .security import AccessGuard, new_access_token, request_exposed
+from .sidecars import is_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +67,16 @@ def create_app(settings: Settings, choice: EngineChoice | None = None) -> Starle
 
     async def health(request: Request) -> Response:
         jobs = manager().jobs.values()
+        work = manager().work_health()
+        ok = manager().engine_up and not work["resolving"]["stuck"]
         return JSONResponse(
             {
-                "status": "ok" if manager().engine_up else "degraded",
+                "status": "ok" if ok else "degraded",
                 "version": __version__,
                 "engine": manager().engine_info,
                 "jobs": {"active": sum(1 for job in jobs if job.active), "total": len(jobs)},
+                "work": work,
+                "notices": manager().notices,
                 "clients": state["hub"].clients,
             }
         )
@@ -89,10 +94,12 @@ def create_app(settings: Settings, choice: EngineChoice | None = None) -> Starle
         body = await _read_limited(request)
         try:
             data = strict_json(body)
-        except ValueError:  # bad JSON, bad UTF-8, NaN
+        except (ValueError, RecursionError):  # bad JSON, bad UTF-8, NaN, nesting past the stack
             raise OrchestratorError("invalid_json", "The request body is not valid JSON.") from None
         job, created = await manager().submit(
-            data, request_id=data.get("id") if isinstance(data, dict) else None
+            data,
+            request_id=data.get("id") if isinstance(data, dict) else None,
+            exposed=request_exposed(request.scope),
         )
         return JSONResponse({"job": job.public()}, status_code=201 if created else 200)
 
@@ -212,16 +219,11 @@ def _installed(settings: Settings, types: list[dict[str, str]]) -> dict[str, lis
         files = []
         if folder.is_dir() and not folder.name.startswith(STAGING_FOLDER):
             for path in sorted(folder.iterdir()):
-                if path.is_file() and not path.name.startswith(".") and not _is_sidecar(path.name):
+                if path.is_file() and not path.name.startswith(".") and not is_sidecar(path.name):
                     info = path.stat()
                     files.append({"name": path.name, "size": info.st_size, "modified": info.st_mtime})
         listing[entry["name"]] = files
     return listing
-
-
-def _is_sidecar(name: str) -> bool:
-    """`x.civitai.json` and `x.preview.png` describe a model; they are not one."""
-    return name.endswith(".civitai.json") or ".preview." in name
 
 
 # -- WebSocket -----------------------------------------------------------------------
@@ -231,7 +233,9 @@ async def _serve_socket(socket: WebSocket, manager: Manager, hub: Hub, settings:
     await socket.accept()
     subscription = hub.subscribe()
     subscription.put(
-        json.dumps(messages.hello(manager.engine_info, manager.snapshot(), manager.vocabulary()))
+        json.dumps(
+            messages.hello(manager.engine_info, manager.snapshot(), manager.vocabulary(), manager.notices)
+        )
     )
     sender = asyncio.create_task(_pump(socket, subscription))
     try:
@@ -239,7 +243,7 @@ async def _serve_socket(socket: WebSocket, manager: Manager, hub: Hub, settings:
             message = await socket.receive()
             if message["type"] == "websocket.disconnect":
                 break
-            reply = await _handle_frame(manager, message)
+            reply = await _handle_frame(manager, message, request_exposed(socket.scope))
             if reply is not None:
                 subscription.put(json.dumps(reply))
     except WebSocketDisconnect:
@@ -256,7 +260,7 @@ async def _pump(socket: WebSocket, subscription: Any) -> None:
             await socket.send_text(await subscription.get())
 
 
-async def _handle_frame(manager: Manager, message: Mapping[str, Any]) -> dict[str, Any] | None:
+async def _handle_frame(manager: Manager, message: Mapping[str, Any], exposed: bool) -> dict[str, Any] | None:
     raw = message.get("text")
     if raw is None:
         raw = message.get("bytes") or b""
@@ -267,7 +271,7 @@ async def _handle_frame(manager: Manager, message: Mapping[str, Any]) -> dict[st
         )
     try:
         data = strict_json(raw)
-    except ValueError:  # bad JSON, bad UTF-8, NaN
+    except (ValueError, RecursionError):  # bad JSON, bad UTF-8, NaN, nesting past the stack
         return messages.error_reply(
             None, OrchestratorError("invalid_json", "That message is not valid JSON.")
         )
@@ -276,20 +280,20 @@ async def _handle_frame(manager: Manager, message: Mapping[str, Any]) -> dict[st
             None, OrchestratorError("invalid_message", "A message must be a JSON object.")
         )
     try:
-        return await _dispatch(manager, data)
+        return await _dispatch(manager, data, exposed)
     except OrchestratorError as error:
         if data.get("type") == "download":
             return messages.download_refused(data.get("id"), error)
         return messages.error_reply(data.get("id"), error)
 
 
-async def _dispatch(manager: Manager, data: dict[str, Any]) -> dict[str, Any] | None:
+async def _dispatch(manager: Manager, data: dict[str, Any], exposed: bool) -> dict[str, Any] | None:
     kind = data.get("type")
     payload = data.get("data")
     if kind == "ping":
         return messages.pong(data.get("id"))
     if kind == "download":
-        job, created = await manager.submit(payload, request_id=data.get("id"))
+        job, created = await manager.submit(payload, request_id=data.get("id"), exposed=exposed)
         # a new job's own events, sent to everyone, answer this
         return None if created else messages.existing_job(data.get("id"), job)
     if kind in ACTIONS:

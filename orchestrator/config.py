@@ -88,11 +88,14 @@ class Settings:
     layout: str = "default"
     poll_interval: float = 1.0
     max_active: int = 5
+    keep_partial_bytes: int = 20 * 1024**3  # failed downloads' partial data kept for retries, at most
+    resolve_deadline: float = 120.0  # seconds one link may take to resolve (its server's answers)
     stall_seconds: float = 60.0  # a download that gets almost nothing for this long is asked again
     ipv6: str = "auto"  # aria2's IPv6: auto (off when this machine has no IPv6 route) | on | off
     log_level: str = "info"
     access_token: str | None = None
     block_private: str = "auto"  # refuse private/loopback download targets: auto | on | off
+    private_allow: frozenset[str] = frozenset()  # hosts or addresses let through anyway (a NAS)
     sidecars: bool = True  # <name>.civitai.json and <name>.preview.<ext> beside CivitAI models
 
     @property
@@ -102,7 +105,14 @@ class Settings:
 
     @property
     def blocks_private_targets(self) -> bool:
-        return self.block_private == "on" or (self.block_private == "auto" and self.exposed)
+        return self.guards(request_exposed=False)
+
+    def guards(self, request_exposed: bool) -> bool:
+        """Whether a download asked for in this request may not reach private addresses: `auto`
+        decides per request, since a tunnel or proxy exposes an app that listens on loopback."""
+        if self.block_private == "auto":
+            return self.exposed or request_exposed
+        return self.block_private == "on"
 
     @property
     def staging_dir(self) -> Path:
@@ -135,6 +145,16 @@ _FLAGS: dict[str, tuple[str, str | None, str]] = {
     "layout": ("ORCHESTRATOR_LAYOUT", "default", "folder names: default | a1111 | comfyui"),
     "poll-interval": ("ORCHESTRATOR_POLL_INTERVAL", "1.0", "seconds between progress polls"),
     "max-active": ("ORCHESTRATOR_MAX_ACTIVE", "5", "downloads at once (fallback; own aria2c)"),
+    "keep-partial": (
+        "ORCHESTRATOR_KEEP_PARTIAL",
+        "20",
+        "GiB of partial data failed downloads keep for a retry, together (freed first when space runs low)",
+    ),
+    "resolve-deadline": (
+        "ORCHESTRATOR_RESOLVE_DEADLINE",
+        "120",
+        "seconds a link's server may take to answer the look-ahead before the download fails",
+    ),
     "stall-seconds": (
         "ORCHESTRATOR_STALL_SECONDS",
         "60",
@@ -147,6 +167,12 @@ _FLAGS: dict[str, tuple[str, str | None, str]] = {
     ),
     "log-level": ("ORCHESTRATOR_LOG_LEVEL", "info", "debug | info | warning | error"),
     "token": ("ORCHESTRATOR_TOKEN", None, "access token for the page and API (default: generated at start)"),
+    "private-allow": (
+        "ORCHESTRATOR_PRIVATE_ALLOW",
+        "",
+        "hosts or addresses downloads may come from although --block-private refuses private ones "
+        "(comma-separated, e.g. a NAS: nas.local,192.168.1.20)",
+    ),
     "block-private": (
         "ORCHESTRATOR_BLOCK_PRIVATE",
         "auto",
@@ -198,6 +224,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         poll = float(pick("poll-interval"))
         max_active = int(pick("max-active"))
         stall = float(pick("stall-seconds"))
+        deadline = float(pick("resolve-deadline"))
+        keep_partial = float(pick("keep-partial"))
     except (TypeError, ValueError) as exc:
         raise SystemExit(f"bad number in settings: {exc}") from None
     return Settings(
@@ -212,9 +240,14 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         poll_interval=max(0.1, poll),
         max_active=max(1, max_active),
         stall_seconds=max(1.0, stall),
+        resolve_deadline=max(1.0, deadline),
+        keep_partial_bytes=int(max(0.0, keep_partial) * 1024**3),
         ipv6=pick("ipv6"),
         log_level=pick("log-level"),
         access_token=optional("token") or None,
         block_private=pick("block-private"),
+        private_allow=frozenset(
+            host.strip().lower().strip("[]") for host in pick("private-allow").split(",") if host.strip()
+        ),
         sidecars=SWITCHES[sidecars],
     )

@@ -35,17 +35,21 @@ from typing import cast
 from urllib.parse import urlsplit
 
 from .errors import OrchestratorError
+from .policy import IPAddress, address_refusal, blocked
+
+
+def default_policy(host: str, address: IPAddress) -> str | None:
+    """Every address that is not a public unicast one is refused (policy.address_refusal)."""
+    return address_refusal(address)
+
 
 log = logging.getLogger(__name__)
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-# A reason to refuse the address ("a loopback address"), or None to allow it.
-AddressPolicy = Callable[[IPAddress], str | None]
+# A reason to refuse this host's address ("a loopback address"), or None to allow it.
+AddressPolicy = Callable[[str, IPAddress], str | None]
 # Every address a host name stands for, resolved once.
 Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
 
-_SHARED = ipaddress.IPv4Network("100.64.0.0/10")  # RFC 6598: carrier-grade NAT, not global
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052: the well-known prefix, IPv4 in the last 32 bits
 _HOP_BY_HOP = {
     "connection",
     "keep-alive",
@@ -60,50 +64,6 @@ _MAX_REFUSALS = 32  # per download: aria2 retries, and each retry would add one 
 _REALM = 'Basic realm="orchestrator egress"'
 
 
-# -- the policy --------------------------------------------------------------------------
-
-
-def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 one is a wrapper for: mapped, 6to4 or NAT64 (RFC 4291, 3056, 6052)."""
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    if address.sixtofour is not None:
-        return address.sixtofour
-    if address in _NAT64:
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    return None
-
-
-def default_policy(address: IPAddress) -> str | None:
-    """Refuse every address that is not a public unicast one, also inside IPv6 wrappers.
-
-    `is_global` alone is not enough: Python counts multicast and site-local
-    addresses as global, and wrappers like ::ffff:127.0.0.1 reach the wrapped address.
-    """
-    if isinstance(address, ipaddress.IPv6Address):
-        inner = _embedded_ipv4(address)
-        if inner is not None:
-            reason = default_policy(inner)
-            return f"{reason} in IPv6 form" if reason else None
-    if address.is_unspecified:
-        return "an unspecified address"
-    if address.is_loopback:
-        return "a loopback address"
-    if address.is_link_local:
-        return "a link-local address"
-    if address.is_multicast:
-        return "a multicast address"
-    if isinstance(address, ipaddress.IPv6Address) and address.is_site_local:
-        return "a site-local address"
-    if isinstance(address, ipaddress.IPv4Address) and address in _SHARED:
-        return "a shared (carrier-grade NAT) address"
-    if address.is_private:
-        return "a private address"
-    if address.is_reserved or not address.is_global:
-        return "a reserved address"
-    return None
-
-
 async def system_resolver(host: str, port: int) -> list[IPAddress]:
     """The host's addresses from the system resolver (getaddrinfo in the loop's executor)."""
     loop = asyncio.get_running_loop()
@@ -114,6 +74,23 @@ async def system_resolver(host: str, port: int) -> list[IPAddress]:
         if address not in found:
             found.append(address)
     return found
+
+
+def aria2_proxy_options(proxy_url: str) -> dict[str, str]:
+    """aria2 options that send every protocol of a download through `proxy_url` (user:password@).
+
+    Each protocol's own proxy option wins over all-proxy, and a user or password option
+    wins over the ones in the URL (aria2's getProxyUri), so all are set: a proxy in the
+    daemon's global options cannot take over this download.
+    """
+    parts = urlsplit(proxy_url)
+    bare = f"{parts.scheme}://{parts.hostname}:{parts.port}"
+    options = {"no-proxy": "", "proxy-method": "get"}
+    for kind in ("all", "http", "https", "ftp"):
+        options[f"{kind}-proxy"] = bare
+        options[f"{kind}-proxy-user"] = parts.username or ""
+        options[f"{kind}-proxy-passwd"] = parts.password or ""
+    return options
 
 
 # -- what the app reads back ------------------------------------------------------------------
@@ -128,12 +105,7 @@ class Refusal:
     reason: str
 
     def error(self) -> OrchestratorError:
-        return OrchestratorError(
-            "blocked_target",
-            f"This server does not download from private or local network addresses: "
-            f"{self.host} ({self.address}) is {self.reason}.",
-            403,
-        )
+        return blocked(f"{self.host} ({self.address})", self.reason)
 
 
 @dataclass(frozen=True)
@@ -487,19 +459,13 @@ class EgressProxy:
             return entry.user, entry.password
 
     def aria2_options(self, download_id: str) -> dict[str, str]:
-        """aria2 options that send every protocol of this download through the proxy.
+        """aria2 options that send every protocol of this download through the proxy."""
+        return aria2_proxy_options(self.proxy_url(download_id))
 
-        Each protocol's own proxy option wins over all-proxy, and a user or password
-        option wins over the ones in the URL (aria2's getProxyUri), so all are set:
-        a proxy in the daemon's global options cannot take over this download.
-        """
+    def proxy_url(self, download_id: str) -> str:
+        """The proxy with this download's credentials in it, for an engine to use."""
         user, password = self.credentials_for(download_id)
-        options = {"no-proxy": "", "proxy-method": "get"}
-        for kind in ("all", "http", "https", "ftp"):
-            options[f"{kind}-proxy"] = self.url
-            options[f"{kind}-proxy-user"] = user
-            options[f"{kind}-proxy-passwd"] = password
-        return options
+        return f"http://{user}:{password}@{self.host}:{self.port}"
 
     def refusals(self, download_id: str) -> list[Refusal]:
         with self._lock:
@@ -591,7 +557,7 @@ class EgressProxy:
         if not addresses:
             raise _ProtocolError(502, f"The download proxy could not resolve {host}.")
         for address in addresses:
-            reason = self.policy(address)
+            reason = self.policy(host, address)
             if reason is not None:
                 refusal = Refusal(host, str(address), reason)
                 self._record(download_id, refusal)

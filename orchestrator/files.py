@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import email.message
 import email.utils
+import errno
 import hashlib
 import os
 import re
 import shutil
+import stat
 import unicodedata
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from .config import STAGING_FOLDER
@@ -123,10 +127,39 @@ def remove_staging(models_dir: Path, job_id: str) -> None:
     shutil.rmtree(staging_dir(models_dir, job_id), ignore_errors=True)
 
 
-def sha256_of(path: Path, on_progress: Callable[[int], None] | None = None) -> str:
+def open_regular(path: Path, follow_links: bool = False) -> BinaryIO:
+    """Open a file for reading only if it is a regular file (a FIFO planted where a model should
+    be would block the reader forever); a link at its name is followed only when asked (a model
+    the user linked into a folder), never in staging."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow_links else os.O_NOFOLLOW)
+    try:
+        descriptor = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise not_regular(path) from None
+        raise
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise not_regular(path)
+    os.set_blocking(descriptor, True)
+    return os.fdopen(descriptor, "rb")
+
+
+def not_regular(path: Path) -> OrchestratorError:
+    return OrchestratorError(
+        "not_a_regular_file",
+        f"{path.name} is not a regular file (a link, a pipe or a device sits where a model file should "
+        "be); it was left alone.",
+        409,
+    )
+
+
+def sha256_of(
+    path: Path, on_progress: Callable[[int], None] | None = None, follow_links: bool = False
+) -> str:
     digest = hashlib.sha256()
     done = 0
-    with open(path, "rb") as handle:
+    with open_regular(path, follow_links) as handle:
         while chunk := handle.read(HASH_CHUNK):
             digest.update(chunk)
             done += len(chunk)
@@ -136,10 +169,20 @@ def sha256_of(path: Path, on_progress: Callable[[int], None] | None = None) -> s
 
 
 def looks_like_html(path: Path) -> bool:
-    """True when a file starts like a web page: an error or login page saved as a model."""
-    with open(path, "rb") as handle:
-        head = handle.read(512).lstrip().lower()
-    return head.startswith((b"<!doctype html", b"<html", b"<head", b"<body"))
+    """True when a file starts like a document instead of a model: a web page (an error or login
+    page, also after a byte-order mark or a comment), XML (a metalink, an S3 error), or a
+    bencoded .torrent."""
+    with open_regular(path) as handle:
+        raw = handle.read(4096)
+    if raw.startswith(b"d8:announce") or raw.startswith(b"d13:announce-list") or raw.startswith(b"d4:info"):
+        return True
+    head = raw.removeprefix(b"\xef\xbb\xbf").lstrip().lower()
+    while head.startswith(b"<!--"):  # comments before the page
+        end = head.find(b"-->")
+        if end < 0:
+            return True
+        head = head[end + 3 :].lstrip()
+    return head.startswith((b"<!doctype html", b"<html", b"<head", b"<body", b"<?xml", b"<title", b"<meta"))
 
 
 def filesystem_type(path: Path, mounts_text: str | None = None) -> str | None:
@@ -197,20 +240,65 @@ def install(staged: Path, target: Path, overwrite: bool) -> None:
     os.replace is the atomic overwrite. When the models folder is a symlink to
     another disk, the file is first copied next to the target, then moved.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staged.chmod(0o666 & ~_UMASK)  # a model is readable as any file this user makes
     try:
-        _place(staged, target, overwrite)
-    except OSError as exc:
-        if exc.errno != 18:  # EXDEV: staging and target on different file systems
-            raise
-        neighbour = target.with_name(f".{target.name}.part")
-        shutil.copyfile(staged, neighbour)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staged.chmod(0o666 & ~_UMASK)  # a model is readable as any file this user makes
         try:
-            _place(neighbour, target, overwrite)
-        finally:
-            neighbour.unlink(missing_ok=True)
+            _place(staged, target, overwrite)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:  # staging and target on different file systems
+                raise
+            _place_from_afar(staged, target, overwrite)
+    except OSError as exc:
+        raise install_error(target, exc) from None
     staged.unlink(missing_ok=True)
+
+
+def _place_from_afar(staged: Path, target: Path, overwrite: bool) -> None:
+    """Another disk: copy next to the target first, then the same one-step move; a copy that
+    fails (that disk full, say) leaves nothing behind."""
+    neighbour = target.with_name(f".{target.name}.part")
+    try:
+        copy_beside(staged, target)
+        _place(neighbour, target, overwrite)
+    finally:
+        with contextlib.suppress(OSError):
+            if stat.S_ISREG(neighbour.lstat().st_mode):
+                neighbour.unlink()
+
+
+def install_error(target: Path, exc: OSError) -> OrchestratorError:
+    """What a person can do about a failed install: free space, or fix the folder's permissions."""
+    folder = f"{target.parent.name}/"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return OrchestratorError(
+            "disk_full", f"The disk of the {folder} folder is full; the file could not be put there.", 507
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return OrchestratorError(
+            "folder_not_writable",
+            f"The {folder} folder cannot be written to ({exc.strerror}); fix its permissions or pick "
+            "another models folder.",
+            507,
+        )
+    return OrchestratorError("disk_error", f"The file could not be put in {folder}: {exc.strerror}.", 507)
+
+
+def copy_beside(staged: Path, target: Path) -> Path:
+    """Copy the staged file to a hidden name next to the target, created anew: a link or a pipe
+    planted at that name is refused, never written through."""
+    neighbour = target.with_name(f".{target.name}.part")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    try:
+        descriptor = os.open(neighbour, flags, 0o666 & ~_UMASK)
+    except FileExistsError:
+        if not stat.S_ISREG(neighbour.lstat().st_mode):
+            raise not_regular(neighbour) from None
+        neighbour.unlink()  # our own leftover from an interrupted copy
+        descriptor = os.open(neighbour, flags, 0o666 & ~_UMASK)
+    with open_regular(staged) as source, os.fdopen(descriptor, "wb") as copy:
+        shutil.copyfileobj(source, copy, HASH_CHUNK)
+    return neighbour
 
 
 def _place(source: Path, target: Path, overwrite: bool) -> None:
@@ -236,21 +324,3 @@ def exists_error(target: Path) -> OrchestratorError:
         "ask for overwrite to replace it.",
         status=409,
     )
-
-
-def write_sidecars(target: Path, extras: list[tuple[str, bytes]]) -> list[Path]:
-    """Write files that describe a model beside it: `<stem><suffix>`, e.g. `x.civitai.json`.
-
-    They follow the model, so an older one is replaced; each is written to a
-    hidden temporary name first, so a tool never reads half a file.
-    """
-    written = []
-    for suffix, data in extras:
-        if not re.fullmatch(r"(\.[A-Za-z0-9]+){1,3}", suffix):
-            raise ValueError(f"bad sidecar suffix {suffix!r}")
-        path = target.with_name(target.stem + suffix)
-        partial = path.with_name(f".{path.name}.part")
-        partial.write_bytes(data)
-        os.replace(partial, path)
-        written.append(path)
-    return written

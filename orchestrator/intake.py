@@ -26,6 +26,7 @@ class DownloadRequest:
     source: str
     name: str | None = None  # the filename asked for, sanitised
     overwrite: bool = False
+    verify_existing: bool = False  # a file of that name and size in place is compared byte for byte
     credentials: Credentials = field(default_factory=Credentials, repr=False)
     request_id: Any = None  # the client's id, echoed in the job's events
 
@@ -47,6 +48,7 @@ def parse_download(body: Any, layout: str, request_id: Any = None) -> DownloadRe
         source=source,
         name=files.sanitize_filename(name) if name is not None else None,
         overwrite=flag(body.get("overwrite"), "overwrite"),
+        verify_existing=flag(body.get("verify_existing"), "verify_existing"),
         credentials=Credentials(
             civitai=token(body.get("civitai_token")), huggingface=token(body.get("hf_token"))
         ),

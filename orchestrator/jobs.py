@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
+import os
 import sqlite3
 import threading
 import time
@@ -17,6 +19,8 @@ from typing import Any
 
 from .errors import OrchestratorError
 from .files import private_file
+
+log = logging.getLogger(__name__)
 
 
 class State(StrEnum):
@@ -80,6 +84,7 @@ class Job:
     state: State = State.QUEUED
     name: str | None = None  # the filename the user asked for, if any
     overwrite: bool = False
+    verify_existing: bool = False  # never take "same name and size" for "the same file"
     filename: str | None = None  # the final, sanitised filename
     source: str | None = None
     size: int | None = None
@@ -93,6 +98,8 @@ class Job:
     engine: str | None = None
     handle: str | None = None  # the engine's id for the transfer (aria2 GID)
     request_id: Any = None  # the id the submitting client gave, echoed in events
+    # may not reach private addresses (decided by the request that made it; None: by the settings)
+    guarded: bool | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
@@ -205,19 +212,51 @@ class JobStore:
     single connection guarded by a lock is enough; WAL keeps a crash from
     leaving a half-written row. Each row is the job as JSON plus the columns
     worth querying.
+
+    Damage never keeps the server from starting: a row that cannot be read is set aside
+    in a `damaged` table (after a copy of the file is kept), a file that is not a database
+    any more is moved aside whole, and `notices` says what happened, for the page.
     """
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        private_file(path)  # SQLite gives its -wal and -shm files the same mode
+        self.path = path
+        self.notices: list[str] = []
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
+        try:
+            self._db = self._open()
+            self._db.execute("SELECT count(*) FROM jobs").fetchone()
+        except sqlite3.DatabaseError as exc:
+            kept = self._set_aside(exc)
+            self.notices.append(
+                f"The job list ({path.name}) was damaged ({exc}) and could not be read; it was kept as "
+                f"{kept.name} and a new, empty list started."
+            )
+            self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        private_file(self.path)  # SQLite gives its -wal and -shm files the same mode
+        db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(
             "CREATE TABLE IF NOT EXISTS jobs"
             " (id TEXT PRIMARY KEY, state TEXT NOT NULL, created REAL NOT NULL, data TEXT NOT NULL)"
         )
+        db.execute("CREATE TABLE IF NOT EXISTS damaged (id TEXT, data TEXT, reason TEXT, found REAL)")
+        return db
+
+    def _set_aside(self, exc: Exception) -> Path:
+        """Move a file that is no database (any more) out of the way, with its WAL."""
+        log.error("%s cannot be read (%s); moving it aside", self.path, exc)
+        with contextlib.suppress(Exception):
+            self._db.close()
+        kept = self.path.with_name(f"{self.path.name}.damaged-{int(time.time())}")
+        for suffix in ("", "-wal", "-shm"):
+            part = self.path.with_name(self.path.name + suffix)
+            if part.exists():
+                os.replace(part, kept.with_name(kept.name + suffix))
+        return kept
 
     def save(self, job: Job) -> None:
         record = {k: v for k, v in asdict(job).items() if k not in _LIVE_ONLY}
@@ -233,15 +272,46 @@ class JobStore:
 
     def load_all(self) -> list[Job]:
         with self._lock:
-            rows = self._db.execute("SELECT data FROM jobs ORDER BY created").fetchall()
-        jobs = []
-        for (data,) in rows:
-            record = json.loads(data)
-            record["state"] = State(record["state"])
-            known = {f.name for f in fields(Job)}
-            jobs.append(Job(**{k: v for k, v in record.items() if k in known}))
+            rows = self._db.execute("SELECT id, data FROM jobs ORDER BY created").fetchall()
+        jobs, damaged = [], []
+        for job_id, data in rows:
+            try:
+                jobs.append(_job_from(data))
+            except (ValueError, TypeError, KeyError, RecursionError) as exc:
+                damaged.append((job_id, data, f"{type(exc).__name__}: {str(exc)[:200]}"))
+        if damaged:
+            self._quarantine(damaged)
         return jobs
+
+    def _quarantine(self, damaged: list[tuple[Any, Any, str]]) -> None:
+        copy = self.path.with_name(f"{self.path.name}.before-repair-{int(time.time())}")
+        with self._lock:
+            quoted = str(copy).replace("'", "''")
+            self._db.execute(f"VACUUM INTO '{quoted}'")  # the file as it was, for whoever looks into it
+            for job_id, data, reason in damaged:
+                log.error("job record %r cannot be read (%s); set aside", job_id, reason)
+                self._db.execute(
+                    "INSERT INTO damaged (id, data, reason, found) VALUES (?, ?, ?, ?)",
+                    (str(job_id), str(data), reason, time.time()),
+                )
+                self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        self.notices.append(
+            f"{len(damaged)} damaged download record(s) could not be read and were set aside (the "
+            f"table `damaged` in {self.path.name}; a copy of the file as it was: {copy.name})."
+        )
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _job_from(data: Any) -> Job:
+    record = json.loads(data)
+    if not isinstance(record, dict):
+        raise ValueError("the record is not an object")
+    record["state"] = State(record["state"])
+    known = {f.name for f in fields(Job)}
+    job = Job(**{k: v for k, v in record.items() if k in known})
+    if not isinstance(job.id, str) or not isinstance(job.url, str) or not isinstance(job.model_type, str):
+        raise ValueError("the record lacks its id, link or type")
+    return job

@@ -13,6 +13,7 @@ from typing import Any
 
 from . import intake, sources
 from .config import Settings
+from .egress import EgressProxy
 from .engines.base import Engine
 from .events import Hub
 from .jobs import Job, JobStore, State, new_job_id
@@ -22,7 +23,9 @@ from .pipeline.engine import EngineCalls
 from .pipeline.health import EngineHealth
 from .pipeline.poller import Poller
 from .pipeline.registry import Registry
+from .pipeline.resolving import ResolvePool
 from .pipeline.work import Worker
+from .policy import IPAddress, Policy
 from .vocabulary import vocabulary
 
 
@@ -38,7 +41,7 @@ class Manager:
         self.settings = settings
         self.store = store
         self.hub = hub
-        self.registry = Registry(store)
+        self.registry = Registry(store, settings.models_dir)
         self.engine = EngineCalls(engine)
         self.ctx = Context(
             settings=settings,
@@ -46,6 +49,7 @@ class Manager:
             engine=self.engine,
             announce=Announcer(hub, settings.poll_interval),
             resolve=resolver or sources.resolve,
+            resolving=ResolvePool(deadline=settings.resolve_deadline),
         )
         self.health = EngineHealth(hub, {"name": engine.name})
         self.worker = Worker(self.ctx)
@@ -55,6 +59,9 @@ class Manager:
 
     async def start(self) -> None:
         self.health.learn(await asyncio.to_thread(self.engine.engine.describe))
+        if self.settings.block_private != "off":  # some requests may be guarded: their bytes go via it
+            self.ctx.egress = EgressProxy(policy=self._address_refusal)
+            await self.ctx.egress.start()
         for live in self.registry.load():
             self.worker.recover(live)
         self.poller.start()
@@ -66,8 +73,15 @@ class Manager:
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.poller.stop()
         await asyncio.to_thread(self.engine.engine.close)
+        if self.ctx.egress:
+            await self.ctx.egress.stop()
+        self.ctx.resolving.close()
         for live in self.registry:
             self.store.save(live.job)
+
+    def _address_refusal(self, host: str, address: IPAddress) -> str | None:
+        """The egress proxy's rule: the policy of a guarded job, with the operator's allow-list."""
+        return Policy(block_private=True, allowed=self.settings.private_allow).refusal(host, address)
 
     # -- what the app reads ----------------------------------------------------------------------
 
@@ -76,12 +90,21 @@ class Manager:
         return self.registry.jobs()
 
     @property
+    def notices(self) -> list[str]:
+        """What happened at start that a person should know (a damaged job list set aside)."""
+        return list(self.store.notices)
+
+    @property
     def engine_info(self) -> dict[str, Any]:
         return self.health.info
 
     @property
     def engine_up(self) -> bool:
         return self.health.up
+
+    def work_health(self) -> dict[str, Any]:
+        """How busy resolving links is, and whether it is stuck (slow servers hold its threads)."""
+        return {"resolving": self.ctx.resolving.health()}
 
     def get(self, job_id: object) -> Job:
         return self.registry.get(job_id).job
@@ -104,8 +127,9 @@ class Manager:
 
     # -- commands --------------------------------------------------------------------------------
 
-    async def submit(self, body: Any, request_id: Any = None) -> tuple[Job, bool]:
-        """Create a job (or find the identical active one). Returns (job, created)."""
+    async def submit(self, body: Any, request_id: Any = None, exposed: bool = False) -> tuple[Job, bool]:
+        """Create a job (or find the identical active one). Returns (job, created). `exposed`: the
+        request came from beyond this machine (a tunnel, a proxy), so private targets are refused."""
         request = intake.parse_download(body, self.settings.layout, request_id)
         existing = self.registry.find_active(request.url, request.model_type)
         if existing:
@@ -118,9 +142,11 @@ class Manager:
             folder=request.folder,
             name=request.name,
             overwrite=request.overwrite,
+            verify_existing=request.verify_existing,
             request_id=request.request_id,
             source=request.source,
             engine=self.engine.name,
+            guarded=self.settings.guards(exposed),
         )
         live = self.registry.add(job, request.credentials)
         self.ctx.announce.started(live)
@@ -144,6 +170,7 @@ class Manager:
         await asyncio.to_thread(self.ctx.remove_staging, job)
         job.downloaded, job.rate, job.eta = 0, 0.0, None
         self.ctx.move(live, State.CANCELLED)
+        self.ctx.release(job)
         self.ctx.announce.event(live, "cancelled", message="Cancelled; partial data removed.")
         return job
 
@@ -154,10 +181,7 @@ class Manager:
             return job
         if not job.allows("pause") or not job.handle:
             raise job.refuse("pause")
-        await self.engine.pause(job.handle)
-        job.rate, job.eta = 0.0, None
-        self.ctx.move(live, State.PAUSED)
-        self.ctx.announce.progress(live, "paused")
+        await self.worker.pause(live)
         return job
 
     async def resume(self, job_id: object) -> Job:

@@ -41,8 +41,11 @@ def engine_event(info: dict[str, Any], message: str | None) -> Message:
     return {"type": "engine", "data": {**info, "message": message}}
 
 
-def hello(engine: dict[str, Any], jobs: list[dict[str, Any]], vocabulary: dict[str, Any]) -> Message:
-    """The first message on every socket: the engine, every job, and the words of the protocol."""
+def hello(
+    engine: dict[str, Any], jobs: list[dict[str, Any]], vocabulary: dict[str, Any], notices: list[str]
+) -> Message:
+    """The first message on every socket: the engine, every job, the words of the protocol, and
+    what the server had to do at start that a person should know."""
     return {
         "type": "hello",
         "data": {
@@ -51,6 +54,7 @@ def hello(engine: dict[str, Any], jobs: list[dict[str, Any]], vocabulary: dict[s
             "types": vocabulary["types"],
             "layout": vocabulary["layout"],
             "vocabulary": vocabulary,
+            "notices": notices,
         },
     }
 

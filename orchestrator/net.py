@@ -10,10 +10,11 @@ bytes on disk, not a gzip stream.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
-from .policy import Policy
+from .policy import Policy, blocked
 
 USER_AGENT = "orchestrator/0.1 (+model downloader)"
 HEADERS = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
@@ -24,10 +25,19 @@ class GuardedSession(requests.Session):
         super().__init__()
         self.policy = policy
         self.headers.update(HEADERS)
+        if policy.block_private and policy.proxy:
+            self.trust_env = False  # only our proxy: it checks where each connection really goes
+            self.proxies = {"http": policy.proxy, "https": policy.proxy}
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        host = urlsplit(request.url or "").hostname or "the server"
         self.policy.check(request.url or "")
-        return super().send(request, **kwargs)
+        try:
+            return super().send(request, **kwargs)
+        except requests.exceptions.ProxyError as exc:
+            if "403" in str(exc):  # the egress proxy refused the address this name stood for now
+                raise blocked(host, "a private address when it was connected to") from None
+            raise
 
 
 def session(policy: Policy) -> GuardedSession:

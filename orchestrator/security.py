@@ -28,7 +28,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 COOKIE = "orchestrator_session"
 MIN_TOKEN_LENGTH = 16
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
-_TOKEN_IN_QUERY = re.compile(r"(token=)[^&\s\"]+")
+# token=, also upper case and percent-encoded (%74oken=, token%3D): what a log line may show of one
+_TOKEN_IN_QUERY = re.compile(
+    r"((?:t|%74)(?:o|%6f)(?:k|%6b)(?:e|%65)(?:n|%6e)(?:=|%3d))[^&\s\"']+", re.IGNORECASE
+)
 
 
 def is_loopback(host: str) -> bool:
@@ -38,6 +41,12 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def request_exposed(scope: Scope) -> bool:
+    """A request that names a host other than this machine reached us through a tunnel, a
+    reverse proxy or the network: it counts as exposed, whatever address the app listens on."""
+    return not is_loopback(_hostname(_headers(scope).get("host", "")))
 
 
 def new_access_token() -> str:
@@ -54,14 +63,18 @@ def session_value(token: str) -> str:
     return hashlib.sha256(f"orchestrator-session:{token}".encode()).hexdigest()
 
 
+def redact(text: str) -> str:
+    return _TOKEN_IN_QUERY.sub(r"\1[redacted]", text)
+
+
 class RedactTokens(logging.Filter):
-    """Keeps `?token=...` (the page's login link) out of the access log."""
+    """Keeps `?token=...` (the page's login link, a WebSocket's) out of the server's logs."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
         if isinstance(record.args, tuple):
-            record.args = tuple(
-                _TOKEN_IN_QUERY.sub(r"\1[redacted]", a) if isinstance(a, str) else a for a in record.args
-            )
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
         return True
 
 
@@ -94,7 +107,10 @@ class AccessGuard:
         authenticated = self._authenticated(headers)
         origin = headers.get("origin")
         unsafe = scope["type"] == "websocket" or scope.get("method") not in ("GET", "HEAD", "OPTIONS")
-        if origin and unsafe and not authenticated and not _same_origin(origin, host):
+        # The session cookie never stands in for the Origin check: a browser sends it with a
+        # request from any page of this host, other ports included (SameSite ignores ports),
+        # e.g. the SD web UI on :7860. Only a token the caller holds (a Bearer header) does.
+        if origin and unsafe and not self._bearer(headers) and not _same_origin(origin, host):
             return ("forbidden_origin", "Requests from other web sites are not allowed.", 403)
         local = self.bound_to_loopback and is_loopback(_hostname(host))
         if not local and not authenticated:
@@ -106,11 +122,14 @@ class AccessGuard:
             )
         return None
 
-    def _authenticated(self, headers: dict[str, str]) -> bool:
+    def _bearer(self, headers: dict[str, str]) -> bool:
         bearer = headers.get("authorization", "")
-        if bearer.lower().startswith("bearer ") and hmac.compare_digest(
+        return bearer.lower().startswith("bearer ") and hmac.compare_digest(
             bearer[7:].strip().encode(), self.token.encode()
-        ):
+        )
+
+    def _authenticated(self, headers: dict[str, str]) -> bool:
+        if self._bearer(headers):
             return True
         cookie = SimpleCookie()
         try:

@@ -272,6 +272,34 @@ class _TextOnly(HTMLParser):
 # -- writing them ----------------------------------------------------------------------------------
 
 
+def write_description(
+    model_path: Path,
+    root: Path,
+    kind: str,
+    record: Mapping[str, Any],
+    *,
+    file_id: Any = None,
+    sha256: str | None = None,
+    preview: tuple[str, bytes] | None = None,
+) -> list[Outcome]:
+    """The sidecars for what a source said about the model (sources.Description)."""
+    if kind == "civitai":
+        return write_civitai_sidecars(
+            model_path, root, record, file_id=file_id, sha256=sha256, preview=preview
+        )
+    if kind == "huggingface":
+        fields = huggingface_user_metadata(
+            str(record.get("repo", "")),
+            str(record.get("path", "")),
+            commit=record.get("commit"),
+            revision=record.get("revision"),
+            license_id=record.get("license"),
+            repo_type=str(record.get("repo_type") or "model"),
+        )
+        return write_huggingface_sidecar(model_path, root, fields)
+    return []
+
+
 def write_civitai_sidecars(
     model_path: Path,
     root: Path,

@@ -148,6 +148,16 @@ class Server:
                 raise AssertionError(f"condition not met: {job}")
             time.sleep(0.05)
 
+    def wait_until_health(self, check, timeout: float = 60) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            health = self.api("GET", "/api/health").json()
+            if check(health):
+                return health
+            if time.monotonic() > deadline:
+                raise AssertionError(f"health never became as expected: {health}")
+            time.sleep(0.1)
+
     def model_files(self) -> list[str]:
         """Every file in the models folder except the staging area, relative."""
         if not self.models.exists():

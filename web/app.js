@@ -32,6 +32,7 @@ const ui = {
   showCleared: $("show-cleared"),
   toasts: $("toasts"),
   accessHint: $("access-hint"),
+  notices: $("server-notices"),
 };
 
 const BASE_TITLE = document.title;
@@ -206,9 +207,17 @@ function sendAction(action, jobId) {
 
 // ---------- receiving ----------
 
+function showNotices(notices) {
+  // what the server had to do at start that a person should know (e.g. a damaged job list set aside)
+  const lines = Array.isArray(notices) ? notices.filter((n) => typeof n === "string" && n) : [];
+  setText(ui.notices, lines.join(" "));
+  show(ui.notices, lines.length > 0);
+}
+
 function onHello(data) {
   setVocabulary(data.vocabulary);
   showEngine(data.engine);
+  showNotices(data.notices);
   if (!setTypes(data.types) && !state.types.length) loadTypesOverRest();
   jobs.replaceAll(data.jobs);
   models.refresh();
@@ -236,6 +245,8 @@ function showEngine(engine) {
   } else if (typeof engine.hint === "string" && engine.hint) {
     hint = engine.hint;
   }
+  const warnings = Array.isArray(engine.warnings) ? engine.warnings.filter((w) => typeof w === "string") : [];
+  if (warnings.length) hint = [hint, ...warnings].filter(Boolean).join(" ");
   setText(ui.engineHint, hint);
   show(ui.engineHint, hint !== "");
 }
@@ -391,7 +402,20 @@ function jobsChanged() {
   if (document.title !== title) document.title = title;
 }
 
-const jobs = new JobList(ui.jobs, { onAction: sendAction, describeType, onChange: jobsChanged });
+function verifyExisting(job) {
+  // the same link again, asking the server to compare the file in place byte for byte
+  const id = state.nextId;
+  state.nextId += 1;
+  const data = { url: job.url, type: job.type, verify_existing: true, ...savedTokenFields() };
+  if (!send({ type: "download", id, data })) toast("Not connected to the server. Nothing was sent.");
+}
+
+const jobs = new JobList(ui.jobs, {
+  onAction: sendAction,
+  onVerify: verifyExisting,
+  describeType,
+  onChange: jobsChanged,
+});
 
 ui.clearFinished.addEventListener("click", () => {
   const count = jobs.clearFinished();

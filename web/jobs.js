@@ -47,9 +47,10 @@ export class JobList {
    *          describeType: (name: string) => string,
    *          onChange: () => void}} options
    */
-  constructor(list, { onAction, describeType, onChange }) {
+  constructor(list, { onAction, onVerify, describeType, onChange }) {
     this.list = list;
     this.onAction = onAction;
+    this.onVerify = onVerify;
     this.describeType = describeType;
     this.onChange = onChange;
     this.cards = new Map(); // job id -> card record
@@ -122,6 +123,7 @@ export class JobList {
           job.downloaded = data.size;
         }
         job.alreadyPresent = data.already_present === true;
+        job.compared = typeof data.compared === "string" ? data.compared : null;
         break;
       case "error":
         job.error = { code: data.code ?? null, message: data.message ?? "The download failed." };
@@ -285,6 +287,19 @@ export class JobList {
       buttons[action] = button;
       actions.append(button);
     }
+    // a file taken as present for its name and size alone: offer the byte-for-byte comparison
+    const verify = el("button", {
+      type: "button",
+      class: "button small action-verify",
+      "data-verify": "",
+      text: "Compare bytes",
+      hidden: true,
+    });
+    verify.addEventListener("click", () => {
+      const card = this.cards.get(jobId);
+      if (card && this.onVerify) this.onVerify(card.job);
+    });
+    actions.append(verify);
     const root = el("li", { class: "job", "data-job": jobId, "data-state": "queued" }, [
       el("article", { class: "job-card", "aria-labelledby": `${uid}-label` }, [
         el("div", { class: "job-head" }, [label, badge]),
@@ -300,6 +315,7 @@ export class JobList {
     const card = {
       id: jobId,
       root,
+      verify,
       job: normalise({ id: jobId, state: "queued", progress: 0 }, data ?? {}),
       info: null,
       infoDirty: false,
@@ -380,6 +396,8 @@ export class JobList {
 
     let stateText = STATE_TEXT[state];
     if (state === "completed" && job.alreadyPresent) stateText = "Already present";
+    const sizeOnly = state === "completed" && job.alreadyPresent && job.compared === "name and size";
+    show(card.verify, sizeOnly);
     // aria2 checks a finished file's published SHA-256 itself, one file at a time
     const checking = state === "downloading" && typeof job.verified === "number";
     if (checking) {
@@ -393,6 +411,8 @@ export class JobList {
       message = job.error?.message || "The download failed.";
     } else if (state === "cancelled") {
       message = job.note || "";
+    } else if (sizeOnly) {
+      message = "A file of this name and size was already there; its bytes were not compared.";
     }
     setText(refs.message, message);
     refs.message.classList.toggle("error", state === "failed");

@@ -40,6 +40,7 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import requests
 
+from .. import bounds
 from ..errors import OrchestratorError
 from ..sources import http, huggingface
 from ..sources.huggingface import _COMMIT, SERVICE, Link, _error, endpoint
@@ -305,8 +306,8 @@ def _get(
 
 def _page(response: requests.Response) -> list[Any]:
     try:
-        entries = response.json()
-    except (ValueError, requests.RequestException):
+        entries = bounds.read_json(response, SERVICE)
+    except OrchestratorError:
         entries = None
     if not isinstance(entries, list):
         raise _not_json()

@@ -33,6 +33,8 @@ GET_FLAGS = (
     "poll-interval",
     "max-active",
     "stall-seconds",
+    "resolve-deadline",
+    "keep-partial",
     "ipv6",
     "log-level",
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -14,6 +15,7 @@ import aria2p
 import requests
 
 from .. import files
+from ..egress import aria2_proxy_options
 from ..errors import http_error
 from .base import (
     ACTIVE,
@@ -26,6 +28,8 @@ from .base import (
     Transfer,
     TransferStatus,
 )
+
+log = logging.getLogger(__name__)
 
 STATUS_KEYS = [
     "gid",
@@ -134,7 +138,8 @@ class Aria2Engine:
         if files.on_fuse(transfer.directory):
             # preallocating on a FUSE mount (Drive in Colab, sshfs) writes every zero over the wire
             options["file-allocation"] = "none"
-        options.update(transfer.engine_options)
+        if transfer.proxy:
+            options.update(aria2_proxy_options(transfer.proxy))
         gid = str(self.client.add_uri(transfer.urls, options=options))
         return f"{gid}{SESSION_MARK}{self.session_id()}"
 
@@ -230,14 +235,33 @@ class Aria2Engine:
     def describe(self) -> dict[str, Any]:
         try:
             version = self.version()
+            warnings = self._shared_daemon_warnings()
         except (requests.RequestException, aria2p.ClientException, ValueError, KeyError):
-            version = None
+            version, warnings = None, []
+        for warning in warnings:
+            log.warning("%s", warning)
         return {
             "name": self.name,
             "version": version,
             "connected": version is not None,
             "rpc_url": self.rpc_url,
+            "warnings": warnings,
         }
+
+    def _shared_daemon_warnings(self) -> list[str]:
+        """A daemon run elsewhere may follow torrents and metalinks for its other clients; the
+        app turns that off for each of its own downloads, and says so."""
+        options = self.client.get_global_option()
+        if not isinstance(options, dict):
+            return []
+        following = [key for key in ("follow-torrent", "follow-metalink") if options.get(key) != "false"]
+        if not following:
+            return []
+        return [
+            f"The aria2 daemon at {self.rpc_url} has {' and '.join(following)} on, so a .torrent or "
+            "metalink answer starts downloads nobody asked for in its other clients; this app turns "
+            "both off for its own downloads. Set them to false in the daemon's config."
+        ]
 
     def close(self) -> None:
         pass

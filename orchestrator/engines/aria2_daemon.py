@@ -47,6 +47,17 @@ _RUNTIME_KEYS = {
     "stop-with-process",
     "disable-ipv6",
 }
+# A metalink or .torrent answer makes aria2 start downloads nobody asked for, and BitTorrent
+# opens listening ports and talks to trackers and peers: off for every download this daemon runs.
+NO_FOLLOWING = (
+    "follow-torrent=false",
+    "follow-metalink=false",
+    "enable-dht=false",
+    "enable-dht6=false",
+    "bt-enable-lpd=false",
+    "enable-peer-exchange=false",
+)
+_RUNTIME_KEYS |= {line.split("=")[0] for line in NO_FOLLOWING}
 
 
 def find_base_config() -> Path:
@@ -114,6 +125,7 @@ def write_runtime_config(
         f"input-file={session}",
         f"dir={download_dir}",
     ]
+    lines += NO_FOLLOWING
     if disable_ipv6:
         lines.append("disable-ipv6=true")  # an IPv6 that reaches nothing fails every download
     path = state_dir / "aria2.runtime.conf"

@@ -18,8 +18,9 @@ class Transfer:
     size: int | None = None
     sha256: str | None = None
     headers: list[str] = field(default_factory=list)  # never credentials; e.g. Drive cookies
-    # engine-specific options the pipeline adds (the egress proxy of a guarded download, for aria2)
-    engine_options: dict[str, str] = field(default_factory=dict)
+    # a guarded download's every connection goes through this proxy (the app's egress proxy,
+    # credentials in the URL), which checks the address each one really goes to
+    proxy: str | None = field(default=None, repr=False)
 
 
 # TransferStatus.state values
@@ -81,5 +82,8 @@ class Engine(Protocol):
 
     def describe(self) -> dict[str, Any]:
         """Name, version and anything the health endpoint should show."""
+
+    def reachable(self) -> bool:
+        """A cheap look: does the engine answer now?"""
 
     def close(self) -> None: ...

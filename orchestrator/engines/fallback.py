@@ -175,6 +175,9 @@ class RequestsEngine:
         with self._lock:
             self._runs.pop(handle, None)
 
+    def reachable(self) -> bool:
+        return True  # it runs in this process
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": requests.__version__, "connected": True}
 
@@ -208,11 +211,24 @@ class RequestsEngine:
 
     def _fetch_with_retries(self, run: _Run) -> None:
         session = requests.Session()
+        if run.transfer.proxy:  # every hop of a guarded download goes through the egress proxy
+            session.trust_env = False
+            session.proxies = {"http": run.transfer.proxy, "https": run.transfer.proxy}
         try:
             for attempt in range(self.retries + 1):
                 try:
                     self._fetch(run, session)
                     return
+                except requests.exceptions.ProxyError as exc:
+                    if "403" in str(exc):  # the egress proxy refused the address: no retry helps
+                        raise OrchestratorError(
+                            "blocked_target", "The download was refused an address it may not contact.", 403
+                        ) from None
+                    if attempt == self.retries:
+                        raise OrchestratorError(
+                            "network", f"The download kept failing: {_short(exc)}", 502
+                        ) from None
+                    self._sleep(run, min(30.0, 2.0 * 2**attempt))
                 except (_Retry, *_TRANSIENT) as exc:
                     if attempt == self.retries:
                         raise OrchestratorError(
@@ -259,6 +275,14 @@ class RequestsEngine:
             raise _Retry(f"HTTP {status}")
         if status >= 400:
             raise http_error(status)
+        encoding = response.headers.get("Content-Encoding", "").strip().lower()
+        if encoding not in ("", "identity"):
+            raise OrchestratorError(
+                "origin_error",
+                f"The server sent the file compressed ({encoding[:20]}) although asked not to; its bytes "
+                "would not be the model's, so nothing was kept.",
+                502,
+            )
         content_type = response.headers.get("Content-Type", "")
         if "text/html" in content_type and not run.transfer.filename.lower().endswith((".html", ".htm")):
             raise OrchestratorError(
@@ -326,6 +350,12 @@ class RequestsEngine:
                         handle.write(view[start : start + WRITE_SIZE])
                     hasher.update(chunk)
                     run.completed += len(chunk)
+                    if run.total is not None and run.completed > run.total:
+                        raise OrchestratorError(
+                            "size_mismatch",
+                            f"The server sends more than the {run.total} bytes it announced; stopped.",
+                            502,
+                        )
                     run.hashed = run.completed
                     run.samples.append((time.monotonic(), run.completed))
                     if time.monotonic() - recorded > CONTROL_EVERY:
@@ -401,7 +431,7 @@ def _read(response: requests.Response, size: int) -> bytes:
     """Up to `size` bytes of the body (fewer only at its end). urllib3's errors become the
     requests errors the retry loop knows: all of them mean a broken or stalled connection."""
     try:
-        return response.raw.read(size, decode_content=True)
+        return response.raw.read(size, decode_content=False)  # the bytes as sent: never inflated
     except urllib3.exceptions.ReadTimeoutError as exc:
         raise requests.Timeout(str(exc)) from None
     except urllib3.exceptions.HTTPError as exc:

@@ -257,7 +257,7 @@ class CivitaiApi:
             return Reply(status)
         try:
             return Reply(status, json.loads(raw))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             raise _bad_answer("broken JSON") from None
 
     def _sleep(self, seconds: float) -> None:

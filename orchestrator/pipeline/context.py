@@ -8,12 +8,15 @@ from pathlib import Path
 
 from .. import files
 from ..config import Settings
+from ..egress import EgressProxy
+from ..errors import OrchestratorError
 from ..jobs import Job, State
 from ..policy import Policy
 from ..sources import Credentials, Resolved
 from .announce import Announcer
 from .engine import EngineCalls
 from .registry import LiveJob, Registry
+from .resolving import ResolvePool
 
 Resolver = Callable[[str, Credentials, Policy], Resolved]
 
@@ -25,6 +28,8 @@ class Context:
     engine: EngineCalls
     announce: Announcer
     resolve: Resolver
+    resolving: ResolvePool
+    egress: EgressProxy | None = None
 
     def move(self, live: LiveJob, state: State) -> None:
         """Every state change: checked against the transition table, then saved before any event."""
@@ -36,8 +41,28 @@ class Context:
         if job.id in self.registry:  # a job dropped from the list meanwhile is not written back
             self.registry.store.save(job)
 
+    def guarded(self, job: Job) -> bool:
+        return job.guarded if job.guarded is not None else self.settings.blocks_private_targets
+
     def policy_for(self, job: Job) -> Policy:
-        return Policy(block_private=self.settings.blocks_private_targets)
+        return Policy(self.guarded(job), self.settings.private_allow, proxy=self.proxy_for(job))
+
+    def proxy_for(self, job: Job) -> str | None:
+        """The egress proxy a guarded job's connections go through (the engine's and the app's
+        own), so the address each one really goes to is checked."""
+        if self.egress is None or not self.guarded(job):
+            return None
+        return self.egress.proxy_url(job.id)
+
+    def refusal_for(self, job: Job) -> OrchestratorError | None:
+        """Why the egress proxy refused one of this job's connections, if it did."""
+        refusals = self.egress.refusals(job.id) if self.egress else []
+        return refusals[-1].error() if refusals else None
+
+    def release(self, job: Job) -> None:
+        """A job that ended needs no egress credentials any more."""
+        if self.egress:
+            self.egress.forget(job.id)
 
     def staging(self, job: Job) -> Path:
         return files.staging_dir(self.settings.models_dir, job.id)

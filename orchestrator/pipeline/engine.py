@@ -44,6 +44,9 @@ class EngineCalls:
     async def forget(self, handle: str) -> None:
         await self._call(self.engine.forget, handle)
 
+    async def reachable(self) -> bool:
+        return await asyncio.to_thread(self.engine.reachable)
+
     async def _call(self, method: Callable[..., T], *args: Any) -> T:
         try:
             return await asyncio.to_thread(method, *args)

@@ -50,11 +50,18 @@ class Fail:
 
 
 @dataclass(frozen=True)
+class Drop:
+    """Stop the transfer, delete its bytes, fail the job: they can only be wrong (too many)."""
+
+    error: OrchestratorError
+
+
+@dataclass(frozen=True)
 class RemovedElsewhere:
     """Another aria2 client removed the transfer."""
 
 
-Decision = Move | Finish | Readd | DropBadBytes | Fail | RemovedElsewhere | None
+Decision = Move | Finish | Readd | DropBadBytes | Drop | Fail | RemovedElsewhere | None
 
 
 def decide(
@@ -62,6 +69,9 @@ def decide(
 ) -> Decision:
     """`staged_bytes`: the staging folder holds bytes of this job; `repairs`: re-adds used so far;
     `stalled_for`: seconds the transfer has been all but still, when that is past the limit."""
+    seen = max(status.completed, status.total or 0)
+    if job.size is not None and status.state in (ACTIVE, WAITING, COMPLETE) and seen > job.size:
+        return Drop(oversized(job.size, seen))
     if status.state == ACTIVE and stalled_for is not None:
         return _on_stall(stalled_for, repairs)
     if status.state == ACTIVE:
@@ -123,6 +133,17 @@ def _on_stall(seconds: float, repairs: int) -> Decision:
         stop_first=True,
         tell=f"Almost nothing arrived for {seconds:.0f} s; asking the server again and continuing "
         "from the bytes already here.",
+    )
+
+
+def oversized(expected: int, seen: int) -> OrchestratorError:
+    """More bytes than the source announced or published: the download is stopped at once,
+    before a lying or endless answer can fill the disk."""
+    return OrchestratorError(
+        "size_mismatch",
+        f"The server sends more than the {expected} bytes this file has ({seen} so far); the "
+        "download was stopped and its data removed.",
+        502,
     )
 
 

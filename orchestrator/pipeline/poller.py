@@ -14,10 +14,11 @@ import logging
 import time
 from collections.abc import Callable
 
-from ..engines.base import ACTIVE, PAUSED, WAITING, TransferStatus
+from .. import files
+from ..engines.base import ACTIVE, ERROR, PAUSED, WAITING, TransferStatus
 from ..errors import OrchestratorError
 from ..jobs import Job, State
-from . import observe
+from . import observe, space
 from .context import Context
 from .health import EngineHealth
 from .registry import LiveJob
@@ -65,11 +66,31 @@ class Poller:
             self._wake.clear()
             try:
                 await self.poll_once()
-                self.health.mark(True)
+                await self.carry_out_what_waited()
             except OrchestratorError as error:
                 self.health.mark(False, error.message)
             except Exception:
                 log.exception("poll failed")
+
+    async def carry_out_what_waited(self) -> None:
+        """The engine answers: hand over what waited for it, pause what was asked to pause."""
+        waiting = [live for live in self.ctx.registry if live.waiting_for_engine and not live.busy]
+        wanted = [live for live in self.ctx.registry if live.pause_wanted and not live.busy]
+        if not (waiting or wanted) and self.health.up:
+            return
+        if not await self.ctx.engine.reachable():
+            raise OrchestratorError(
+                "engine_unavailable", f"The download engine ({self.ctx.engine.name}) is not answering.", 503
+            )
+        self.health.mark(True)
+        for live in waiting:
+            live.waiting_for_engine = False
+            self.worker.prepare(live)
+        for live in wanted:
+            if live.job.allows("pause"):
+                with contextlib.suppress(OrchestratorError):
+                    await self.worker.pause(live)
+            live.pause_wanted = False
 
     def next_poll_in(self) -> float:
         """The poll interval, or sooner when a job should finish before it: a finished download
@@ -96,13 +117,39 @@ class Poller:
             # the job may have moved on while the engine answered (a command, a step)
             if status and _watched(live) and live.job.handle == status.handle:
                 self.apply_status(live, status)
+        for live in await asyncio.to_thread(self._over_space, watched):
+            self.worker.drop(live, low_on_space())
+
+    def _over_space(self, watched: list[LiveJob]) -> list[LiveJob]:
+        """Low on space: failed jobs' partial data goes first; then downloads whose size nobody
+        announced (an endless answer) are stopped before the disk is full for everyone."""
+        reserve = space.reserve(self.ctx)
+        if space.free_bytes(self.ctx) >= reserve:
+            return []
+        space.make_room(self.ctx, 0)
+        if space.free_bytes(self.ctx) >= reserve:
+            return []
+        return [
+            live
+            for live in watched
+            if live.job.state == State.DOWNLOADING and live.job.size is None and not live.busy
+        ]
 
     def apply_status(self, live: LiveJob, status: TransferStatus) -> None:
         """Bring a job in line with what the engine reports (whoever caused the change)."""
         job = live.job
+        learned_size = job.size is None and bool(status.total)
         _take_numbers(job, status)
         stalled = self._stalled_for(live, status)
         decision = observe.decide(job, status, self.ctx.has_staged_bytes(job), live.repairs, stalled)
+        if learned_size and job.size:  # the size the engine's GET announced: does it fit?
+            try:
+                files.ensure_free_space(self.ctx.settings.models_dir, job.size - job.downloaded)
+            except OrchestratorError as error:
+                decision = observe.Drop(error)
+        refused = self.ctx.refusal_for(job) if status.state == ERROR else None
+        if refused:  # a redirect to a private address, caught where aria2 connected
+            decision = observe.Fail(refused)
         self._carry_out(live, decision)
         if time.monotonic() - live.last_saved > SAVE_PROGRESS_EVERY:
             live.last_saved = time.monotonic()
@@ -136,6 +183,8 @@ class Poller:
             self.worker.readd(live, decision.why, paused=decision.paused, stop_first=decision.stop_first)
         elif isinstance(decision, observe.DropBadBytes):
             self.worker.drop_bad_bytes(live)
+        elif isinstance(decision, observe.Drop):
+            self.worker.drop(live, decision.error)
         elif isinstance(decision, observe.Fail):
             job.handle = None
             self.worker.fail(live, decision.error)
@@ -148,6 +197,15 @@ class Poller:
             job.rate, job.eta = 0.0, None
             self.ctx.move(live, State.CANCELLED)
             self.ctx.announce.event(live, "cancelled", message="Removed in another aria2 client.")
+
+
+def low_on_space() -> OrchestratorError:
+    return OrchestratorError(
+        "disk_full",
+        "The disk is almost full and this file's size was never announced, so the download was "
+        "stopped before it could fill the disk; its data was removed.",
+        507,
+    )
 
 
 def _watched(live: LiveJob) -> bool:

@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from .. import files
 from ..errors import OrchestratorError
 from ..jobs import Job, JobStore
 from ..sources import Credentials
@@ -31,6 +33,8 @@ class LiveJob:
     last_saved: float = 0.0  # monotonic time progress was last written to SQLite
     moved_at: float = 0.0  # monotonic time the transfer last gained STALL_BYTES (the stall watchdog)
     moved_bytes: int = 0  # what it had then
+    waiting_for_engine: bool = False  # the engine did not answer at hand-over: try again when it does
+    pause_wanted: bool = False  # a pause the engine did not answer: done when it is back
 
     @property
     def busy(self) -> bool:
@@ -47,8 +51,9 @@ class LiveJob:
 class Registry:
     """Every job of this state folder, by id, oldest first. The only place jobs live."""
 
-    def __init__(self, store: JobStore) -> None:
+    def __init__(self, store: JobStore, models_dir: Path) -> None:
         self.store = store
+        self.models_dir = models_dir  # where a dropped job's partial data is removed from
         self._live: dict[str, LiveJob] = {}
 
     def load(self) -> list[LiveJob]:
@@ -100,9 +105,11 @@ class Registry:
             self.drop(live)
 
     def drop(self, live: LiveJob) -> None:
+        """Forget a finished job: its tasks, its tokens, its row, and any partial data it kept."""
         for task in live.tasks():
             task.cancel()
         live.forget_credentials()
+        files.remove_staging(self.models_dir, live.job.id)
         self._live.pop(live.job.id, None)
         with contextlib.suppress(Exception):  # the row may be gone already
             self.store.delete(live.job.id)

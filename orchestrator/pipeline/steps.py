@@ -11,17 +11,19 @@ import asyncio
 import contextlib
 import functools
 import logging
+import stat
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec
 
-from .. import files, sources
+from .. import bounds, files, sidecars, sources
 from ..config import AUTO_TYPE, MODEL_TYPES, folder_for
 from ..engines.base import Transfer
 from ..errors import OrchestratorError
 from ..jobs import Job, State
 from ..sources import Resolved
+from . import space
 from .context import Context
 from .registry import LiveJob
 
@@ -43,6 +45,7 @@ class Completed:
     size: int
     sha256: str | None  # None: no source published one, it is computed after `success`
     already_present: bool
+    compared: str | None = None  # an already present file: "sha256", or only "name and size"
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,14 @@ class Failed:
     error: OrchestratorError
 
 
-Outcome = HandedOver | Completed | Failed
+@dataclass(frozen=True)
+class EngineAway:
+    """The engine did not answer at hand-over: the job waits for it, it does not fail."""
+
+    error: OrchestratorError
+
+
+Outcome = HandedOver | Completed | Failed | EngineAway
 
 
 def step(body: Callable[P, Coroutine[Any, Any, Outcome]]) -> Callable[P, Coroutine[Any, Any, Outcome]]:
@@ -76,7 +86,7 @@ async def prepare(ctx: Context, live: LiveJob, paused: bool = False) -> Outcome:
     ctx.move(live, State.RESOLVING)
     # bytes on disk belong to the version first resolved, even if a branch moved since
     url = sources.pin(job.url, job.metadata) if ctx.has_staged_bytes(job) else job.url
-    resolved = await asyncio.to_thread(ctx.resolve, url, live.credentials, ctx.policy_for(job))
+    resolved = await ctx.resolving.run(ctx.resolve, url, live.credentials, ctx.policy_for(job))
     _describe(ctx, live, resolved)
     target = ctx.target(job)
     if target.exists():
@@ -85,6 +95,7 @@ async def prepare(ctx: Context, live: LiveJob, paused: bool = False) -> Outcome:
             return present
     await _discard_unproven_bytes(ctx, job)
     have = ctx.staged(job).stat().st_size if ctx.staged(job).exists() else 0
+    await asyncio.to_thread(space.make_room, ctx, (job.size or 0) - have)
     files.ensure_free_space(ctx.settings.models_dir, (job.size or 0) - have)
     transfer = Transfer(
         urls=resolved.urls,
@@ -93,8 +104,14 @@ async def prepare(ctx: Context, live: LiveJob, paused: bool = False) -> Outcome:
         size=job.size,
         sha256=job.expected_sha256,
         headers=resolved.headers,
+        proxy=ctx.proxy_for(job),
     )
-    await _start_transfer(ctx, job, transfer)
+    try:
+        await _start_transfer(ctx, job, transfer)
+    except OrchestratorError as error:
+        if error.code != "engine_unavailable":
+            raise
+        return EngineAway(error)
     job.engine = ctx.engine.name
     if paused and job.handle:
         await ctx.engine.pause(job.handle)
@@ -132,7 +149,8 @@ def _describe(ctx: Context, live: LiveJob, resolved: Resolved) -> None:
     job.source = resolved.source
     job.size = resolved.size or job.size
     job.expected_sha256 = (resolved.sha256 or "").lower() or None
-    job.metadata = resolved.metadata or job.metadata
+    # one job's metadata is stored and sent in every client's hello: kept small whatever was said
+    job.metadata = bounds.bounded_metadata(resolved.metadata) or job.metadata
     if first_time:
         ctx.announce.started(live)
         if job.metadata:
@@ -171,16 +189,18 @@ async def _already_there(ctx: Context, live: LiveJob, target: Path) -> Completed
     size count as the same file, rather than fetching gigabytes to compare.
     """
     job = live.job
-    if job.overwrite:
-        return None
+    if job.overwrite or (job.verify_existing and not job.expected_sha256):
+        return None  # fetched and compared byte for byte in finish()
+    if not stat.S_ISREG(target.stat().st_mode):  # a pipe or a device where a model should be
+        raise files.not_regular(target)
     size = target.stat().st_size
     if job.expected_sha256:
         ctx.move(live, State.VERIFYING)
-        digest: str | None = await asyncio.to_thread(files.sha256_of, target)
+        digest: str | None = await asyncio.to_thread(files.sha256_of, target, None, True)
         same = digest == job.expected_sha256
     else:
         same = job.size is not None and size == job.size
-        digest = await asyncio.to_thread(files.sha256_of, target) if same else None
+        digest = await asyncio.to_thread(files.sha256_of, target, None, True) if same else None
     if not same:
         raise OrchestratorError(
             "file_exists",
@@ -189,7 +209,8 @@ async def _already_there(ctx: Context, live: LiveJob, target: Path) -> Completed
             409,
         )
     await add_sidecars(ctx, job, target)
-    return Completed(size, digest, already_present=True)
+    compared = "sha256" if job.expected_sha256 else "name and size"
+    return Completed(size, digest, already_present=True, compared=compared)
 
 
 # -- finish ----------------------------------------------------------------------------------------
@@ -206,9 +227,14 @@ async def finish(ctx: Context, live: LiveJob, engine_sha256: str | None) -> Outc
         await ctx.engine.forget(job.handle)
         job.handle = None
     staged = ctx.staged(job)
-    if not job.filename or not staged.is_file():
+    if not job.filename or not staged.exists():
         raise OrchestratorError("download_failed", "The downloaded file is missing from the staging folder.")
+    if not stat.S_ISREG(staged.lstat().st_mode):
+        raise files.not_regular(staged)
     size = staged.stat().st_size
+    if size == 0:
+        ctx.remove_staging(job)
+        raise OrchestratorError("empty_file", "The server sent an empty file instead of the model.", 502)
     digest = await asyncio.to_thread(_check_or_discard, ctx, job, staged, size, engine_sha256)
     target = ctx.target(job)
     if target.exists() and not job.overwrite:
@@ -230,12 +256,12 @@ async def _same_file_or_error(
 ) -> Completed:
     """A file of this name is in place: success when it holds the same bytes, else file_exists."""
     digest = digest or await asyncio.to_thread(files.sha256_of, staged)
-    existing = await asyncio.to_thread(files.sha256_of, target)
+    existing = await asyncio.to_thread(files.sha256_of, target, None, True)
     if existing != digest:
         raise files.exists_error(target)
     await asyncio.to_thread(ctx.remove_staging, job)
     await add_sidecars(ctx, job, target)
-    return Completed(size, digest, already_present=True)
+    return Completed(size, digest, already_present=True, compared="sha256")
 
 
 def _check_or_discard(
@@ -281,12 +307,27 @@ def checksum_mismatch() -> OrchestratorError:
     )
 
 
-async def add_sidecars(ctx: Context, job: Job, target: Path) -> None:
-    """Files that describe the model (CivitAI's record, a preview) beside it; never fails the job."""
+async def add_sidecars(ctx: Context, job: Job, target: Path, sha256: str | None = None) -> None:
+    """Files that describe the model beside it, under the names other tools read (sidecars.py);
+    never fails the job: the model is in place and verified, a sidecar is a nicety."""
     if not ctx.settings.sidecars:
         return
     try:
-        extras = await asyncio.to_thread(sources.sidecars, job.source, job.metadata, ctx.policy_for(job))
-        await asyncio.to_thread(files.write_sidecars, target, extras)
+        said = await ctx.resolving.run(sources.describe, job.source, job.metadata, ctx.policy_for(job))
+        if said is None:
+            return
+        outcomes = await asyncio.to_thread(
+            sidecars.write_description,
+            target,
+            ctx.settings.models_dir,
+            said.kind,
+            said.record,
+            file_id=said.file_id,
+            sha256=sha256 or job.expected_sha256,
+            preview=said.preview,
+        )
+        for outcome in outcomes:
+            if outcome.action in ("refused", "skipped", "kept"):
+                log.info("job %s: %s %s: %s", job.id, outcome.path.name, outcome.action, outcome.detail)
     except Exception as exc:  # the model is in place and verified; a sidecar is a nicety
         log.warning("job %s: sidecar files not written: %s", job.id, type(exc).__name__)

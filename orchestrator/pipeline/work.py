@@ -14,10 +14,10 @@ from typing import Any
 from .. import files
 from ..errors import OrchestratorError
 from ..jobs import State
-from . import steps
+from . import space, steps
 from .context import Context
 from .registry import LiveJob
-from .steps import Completed, Failed, HandedOver, Outcome
+from .steps import Completed, EngineAway, Failed, HandedOver, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,10 @@ class Worker:
 
     def drop_bad_bytes(self, live: LiveJob) -> None:
         self.spawn(live, self._drop_bad_bytes(live))
+
+    def drop(self, live: LiveJob, error: OrchestratorError) -> None:
+        """Stop the transfer, delete its data and fail the job with `error`."""
+        self.spawn(live, self._drop(live, error))
 
     def forget_later(self, handle: str) -> None:
         """Drop an engine's record of a transfer nobody follows any more, in the background."""
@@ -97,6 +101,12 @@ class Worker:
             self.complete(live, outcome)
         elif isinstance(outcome, Failed):
             self.fail(live, outcome.error)
+        elif isinstance(outcome, EngineAway):
+            live.waiting_for_engine = True
+            self.ctx.move(live, State.QUEUED)
+            self.ctx.announce.event(
+                live, "queued", message="Waiting for the download engine to answer again.", **_numbers(live)
+            )
 
     async def _forget_then_prepare(
         self, live: LiveJob, handle: str | None, paused: bool, stop_first: bool = False
@@ -116,6 +126,36 @@ class Worker:
         live.job.downloaded = 0
         return Failed(steps.checksum_mismatch())
 
+    async def _drop(self, live: LiveJob, error: OrchestratorError) -> Outcome:
+        handle, live.job.handle = live.job.handle, None
+        if handle:
+            await self.ctx.engine.remove(handle)
+        await asyncio.to_thread(self.ctx.remove_staging, live.job)
+        live.job.downloaded = 0
+        return Failed(error)
+
+    async def pause(self, live: LiveJob) -> None:
+        """Pause the transfer; when the engine does not answer, the wish is kept and carried out
+        as soon as it does (the person asked for a pause, not for an error)."""
+        job = live.job
+        if not job.handle:
+            raise job.refuse("pause")
+        try:
+            await self.ctx.engine.pause(job.handle)
+        except OrchestratorError as error:
+            if error.code != "engine_unavailable":
+                raise
+            live.pause_wanted = True
+            raise OrchestratorError(
+                "engine_unavailable",
+                f"{error.message} The download will be paused as soon as the engine is back.",
+                503,
+            ) from None
+        live.pause_wanted = False
+        job.rate, job.eta = 0.0, None
+        self.ctx.move(live, State.PAUSED)
+        self.ctx.announce.progress(live, "paused")
+
     # -- endings -------------------------------------------------------------------------------
 
     def complete(self, live: LiveJob, done: Completed) -> None:
@@ -127,6 +167,7 @@ class Worker:
         job.hashing = done.sha256 is None and not done.already_present
         self.ctx.move(live, State.COMPLETED)
         live.forget_credentials()
+        self.ctx.release(job)
         self.ctx.announce.event(
             live,
             "success",
@@ -134,6 +175,7 @@ class Worker:
             size=done.size,
             sha256=done.sha256,
             already_present=done.already_present,
+            **({"compared": done.compared} if done.already_present else {}),
         )
         if job.hashing:
             self.hash_later(live)
@@ -145,6 +187,11 @@ class Worker:
         job.error_code, job.error_message = error.code, error.message
         job.rate, job.eta = 0.0, None
         self.ctx.move(live, State.FAILED)
+        self.ctx.release(job)
+        try:
+            space.keep_under_cap(self.ctx)
+        except OSError as exc:  # a staging folder that went away meanwhile
+            log.warning("could not measure the partial data of failed downloads: %s", exc)
         log.info("job %s failed: %s", job.id, error.code)
         self.ctx.announce.event(live, "error", code=error.code, message=error.message)
 
@@ -156,9 +203,9 @@ class Worker:
 
         async def hash_installed() -> None:
             try:
-                job.sha256 = await asyncio.to_thread(files.sha256_of, self.ctx.target(job))
-            except OSError as exc:  # moved or deleted in the meantime: nothing to record
-                log.warning("job %s: no SHA-256, the file could not be read: %s", job.id, exc.strerror)
+                job.sha256 = await asyncio.to_thread(files.sha256_of, self.ctx.target(job), None, True)
+            except (OSError, OrchestratorError) as exc:  # moved or deleted in the meantime: nothing to record
+                log.warning("job %s: no SHA-256, the file could not be read: %s", job.id, exc)
             job.hashing = False
             self.ctx.save(job)
             self.ctx.announce.event(live, "hashed", sha256=job.sha256)
@@ -182,8 +229,19 @@ class Worker:
         elif job.state in (State.QUEUED, State.RESOLVING) and not job.handle:
             self.ctx.move(live, State.QUEUED)
             self.prepare(live)
+        elif job.handle and self.ctx.proxy_for(job):
+            # a guarded transfer names the egress proxy of the last run, gone with it: hand it over
+            # anew (from its control file) through this run's proxy
+            paused = job.state == State.PAUSED
+            self.ctx.move(live, State.QUEUED)
+            self.readd(live, "the egress proxy changed with the restart", paused=paused, stop_first=True)
+            live.repairs -= 1  # not a repair: nothing went wrong
         elif job.state == State.RESOLVING and job.handle:
             self.ctx.move(live, State.QUEUED)  # stopped between engine.start and the save: poll it
         elif job.state in (State.DOWNLOADING, State.PAUSED, State.QUEUED) and not job.handle:
             self.prepare(live, paused=job.state == State.PAUSED)
         # jobs with a handle are picked up by the next poll; a lost handle is re-added there
+
+
+def _numbers(live: LiveJob) -> dict[str, object]:
+    return {"downloaded": live.job.downloaded, "total": live.job.size}

@@ -2,7 +2,7 @@
 
 Each module here is a `Source` (base.py): it knows its links (`matches`), checks
 them (`parse`), resolves them (`resolve`), and may describe the model with files
-beside it (`sidecars`). The first that matches wins; `direct` takes every http(s)
+beside it (`describe`). The first that matches wins; `direct` takes every http(s)
 link the others do not. Sources never write to disk, and make every request
 through `net.session(policy)`.
 """
@@ -15,12 +15,12 @@ from urllib.parse import urlsplit
 from ..errors import OrchestratorError
 from ..policy import Policy
 from . import civitai, direct, gdrive, huggingface
-from .base import Credentials, Resolved, Source
+from .base import Credentials, Description, Resolved, Source
 
 MAX_URL_LENGTH = 4096
 SOURCES: list[Source] = [civitai, huggingface, gdrive, direct]  # direct takes whatever the others do not
 
-__all__ = ["Credentials", "Resolved", "Source", "identify", "resolve", "validate_url"]
+__all__ = ["Credentials", "Description", "Resolved", "Source", "identify", "resolve", "validate_url"]
 
 
 def validate_url(raw: object) -> str:
@@ -91,10 +91,10 @@ def knows_model_type(name: str | None) -> bool:
     return source is not None and source.KNOWS_MODEL_TYPE
 
 
-def sidecars(name: str | None, metadata: dict[str, Any], policy: Policy) -> list[tuple[str, bytes]]:
-    """Blocking: files the source wants beside the model, as (suffix, content); most want none."""
+def describe(name: str | None, metadata: dict[str, Any], policy: Policy) -> Description | None:
+    """Blocking: what the source says about the model for the files beside it, if anything."""
     source = named(name)
-    return source.sidecars(metadata, policy) if source else []
+    return source.describe(metadata, policy) if source else None
 
 
 def pin(url: str, metadata: dict[str, Any]) -> str:
@@ -109,5 +109,19 @@ def resolve(url: str, credentials: Credentials, policy: Policy) -> Resolved:
     policy.check(url)
     resolved = source.resolve(url, credentials, policy)
     for final in resolved.urls:
+        check_engine_url(final)
         policy.check(final)
     return resolved
+
+
+def check_engine_url(url: str) -> None:
+    """Only http(s) goes to an engine, whatever a service or a redirect answered (a `magnet:`
+    or `file:` Location would make aria2 start something nobody asked for)."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in ("http", "https"):
+        raise OrchestratorError(
+            "unsupported_scheme",
+            f"The server pointed this download to a {scheme[:20] or 'relative'}: link; only http and "
+            "https downloads are made.",
+            502,
+        )

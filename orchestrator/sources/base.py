@@ -30,6 +30,16 @@ class Resolved:
     headers: list[str] = field(default_factory=list)  # non-secret extras (e.g. Drive cookies)
 
 
+@dataclass(frozen=True)
+class Description:
+    """What a source says about a model for the files other tools read beside it (sidecars.py)."""
+
+    kind: str  # "civitai" | "huggingface"
+    record: dict[str, Any]  # CivitAI's model-version record; a Hub file's repo, path, commit
+    file_id: Any = None  # which of the record's files was downloaded (CivitAI)
+    preview: tuple[str, bytes] | None = None  # (content type, bytes) of a preview image
+
+
 class Source(Protocol):
     """One kind of link (a module in this package): how to know it, check it and resolve it.
 
@@ -49,8 +59,8 @@ class Source(Protocol):
 
     def resolve(self, url: str, credentials: Credentials, policy: Policy, /) -> Resolved: ...
 
-    def sidecars(self, metadata: dict[str, Any], policy: Policy, /) -> list[tuple[str, bytes]]:
-        """Files to write beside the model, as (suffix, content); most sources want none."""
+    def describe(self, metadata: dict[str, Any], policy: Policy, /) -> Description | None:
+        """Blocking (a preview may be fetched): what to write beside the model, or None."""
 
     def pin(self, url: str, metadata: dict[str, Any], /) -> str:
         """The link to exactly the file a download began with (a branch may have moved since)."""

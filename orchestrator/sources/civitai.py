@@ -8,7 +8,6 @@ that redirect is read here, with allow_redirects=False, and only the signed URL
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ import requests
 from ..errors import OrchestratorError, http_error
 from ..policy import Policy
 from . import http
-from .base import Credentials, Resolved
+from .base import Credentials, Description, Resolved
 
 NAME = "civitai"
 LABEL = "CivitAI"
@@ -30,6 +29,7 @@ DEFAULT_BASE = "https://civitai.com"
 HOSTS = {"civitai.com", "www.civitai.com", "civitai.red", "www.civitai.red"}
 TOKEN_PAGE = "https://civitai.com/user/account"  # noqa: S105 - a web page, not a secret
 PREVIEW_LIMIT = 32 * 1024 * 1024
+DESCRIPTION_LIMIT = 2000  # characters of the version's description kept for the sidecars
 
 # CivitAI's model types -> ours; anything else needs the user to pick a type
 TYPES = {
@@ -155,7 +155,7 @@ def resolve(url: str, credentials: Credentials, policy: Policy) -> Resolved:
         version = api.version(link)
         chosen = pick_file(version, link)
         signed = api.signed_url(version, chosen)
-    return describe(version, chosen, signed)
+    return resolved_for(version, chosen, signed)
 
 
 # -- the API -------------------------------------------------------------------------------------
@@ -372,7 +372,7 @@ def _version_label(version: dict[str, Any]) -> str:
 # -- describing the result -----------------------------------------------------------------------
 
 
-def describe(version: dict[str, Any], chosen: dict[str, Any], signed_url: str) -> Resolved:
+def resolved_for(version: dict[str, Any], chosen: dict[str, Any], signed_url: str) -> Resolved:
     """The Resolved for a chosen file: name, size and sha256 as the API publishes them."""
     model = _object(version.get("model"))
     sha = str(_object(chosen.get("hashes")).get("SHA256") or "")
@@ -428,6 +428,8 @@ def _record(version: dict[str, Any], chosen: dict[str, Any]) -> dict[str, Any]:
     """The API record a model browser reads, trimmed to what describes this file."""
     keep = ("id", "modelId", "name", "baseModel", "trainedWords", "createdAt", "publishedAt", "downloadUrl")
     record = {key: version[key] for key in keep if key in version}
+    if isinstance(version.get("description"), str):  # A1111 shows it on the model's card
+        record["description"] = version["description"][:DESCRIPTION_LIMIT]
     if isinstance(version.get("model"), dict):
         record["model"] = {k: v for k, v in version["model"].items() if k in ("name", "type", "nsfw", "poi")}
     record["files"] = [chosen]
@@ -442,23 +444,20 @@ def _record(version: dict[str, Any], chosen: dict[str, Any]) -> dict[str, Any]:
 _IMAGE_TYPES = {"image/jpeg": "jpeg", "image/png": "png", "image/webp": "webp", "image/gif": "gif"}
 
 
-def sidecars(metadata: dict[str, Any], policy: Policy) -> list[tuple[str, bytes]]:
-    """`.civitai.json` (the API record) and `.preview.<ext>`, as A1111 and Civitai Helper expect.
-
-    Blocking (the preview is fetched). A preview that cannot be had is left out,
-    never an error: the model itself is what matters.
-    """
-    extras = []
+def describe(metadata: dict[str, Any], policy: Policy) -> Description | None:
+    """CivitAI's record of the version (for `<stem>.json` and `<stem>.civitai.info`) and its
+    preview image. Blocking (the preview is fetched); a preview that cannot be had is left out,
+    never an error: the model itself is what matters."""
     record = metadata.get("civitai")
-    if isinstance(record, dict):
-        extras.append((".civitai.json", json.dumps(record, indent=2, ensure_ascii=False).encode()))
-    preview = _fetch_preview(metadata.get("preview_url"), policy)
-    if preview:
-        extras.append(preview)
-    return extras
+    if not isinstance(record, dict):
+        return None
+    files = record.get("files") if isinstance(record.get("files"), list) else []
+    file_id = files[0].get("id") if files and isinstance(files[0], dict) else None
+    return Description("civitai", record, file_id, _fetch_preview(metadata.get("preview_url"), policy))
 
 
 def _fetch_preview(url: Any, policy: Policy) -> tuple[str, bytes] | None:
+    """(content type, bytes) of the preview image, or None."""
     if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
         return None
     try:
@@ -473,4 +472,4 @@ def _fetch_preview(url: Any, policy: Policy) -> tuple[str, bytes] | None:
         return None
     if not data or len(data) > PREVIEW_LIMIT:
         return None
-    return f".preview.{_IMAGE_TYPES[kind]}", data
+    return kind, data

@@ -11,7 +11,7 @@ from .. import net
 from ..errors import OrchestratorError, http_error
 from ..files import filename_from_content_disposition, filename_from_url
 from ..policy import Policy
-from .base import Credentials, Resolved
+from .base import Credentials, Description, Resolved
 from .http import reason
 
 NAME = "direct"
@@ -22,6 +22,9 @@ MAX_REDIRECTS = 10
 # Servers that answer HEAD badly: S3-style signed URLs refuse HEAD (403), some
 # apps don't implement it (405/501). A one-byte ranged GET asks the same question.
 _HEAD_REFUSED = {400, 403, 405, 501}
+# Answers that describe other downloads: aria2 would follow them (follow-torrent/-metalink)
+DESCRIPTIONS = {"application/x-bittorrent", "application/metalink4+xml", "application/metalink+xml"}
+DESCRIPTION_ENDINGS = (".torrent", ".metalink", ".meta4")
 
 
 def matches(url: str) -> bool:
@@ -32,8 +35,8 @@ def parse(url: str) -> str:
     return url  # validate_url has checked everything a plain link can be checked for
 
 
-def sidecars(metadata: dict[str, Any], policy: Policy) -> list[tuple[str, bytes]]:
-    return []
+def describe(metadata: dict[str, Any], policy: Policy) -> Description | None:
+    return None  # nothing known beyond the file itself
 
 
 def pin(url: str, metadata: dict[str, Any]) -> str:
@@ -80,6 +83,13 @@ def _describe(url: str, response: requests.Response, host: str) -> Resolved:
         raise http_error(response.status_code, host)
     headers = response.headers
     content_type = headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if content_type in DESCRIPTIONS or (_filename(url, response) or "").lower().endswith(DESCRIPTION_ENDINGS):
+        raise OrchestratorError(
+            "unsupported_content",
+            f"{host} answered with a .torrent or metalink file, which describes other downloads; this "
+            "app does not follow those. Use the model file's own link.",
+            422,
+        )
     if content_type in ("text/html", "application/xhtml+xml"):
         raise OrchestratorError(
             "not_a_file",

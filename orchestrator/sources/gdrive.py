@@ -23,7 +23,7 @@ from ..errors import OrchestratorError, http_error
 from ..files import filename_from_content_disposition
 from ..policy import Policy
 from . import http
-from .base import Credentials, Resolved
+from .base import Credentials, Description, Resolved
 
 NAME = "gdrive"
 LABEL = "Google Drive"
@@ -68,8 +68,8 @@ def parse(text: str) -> str:
     return file_id
 
 
-def sidecars(metadata: dict[str, Any], policy: Policy) -> list[tuple[str, bytes]]:
-    return []
+def describe(metadata: dict[str, Any], policy: Policy) -> Description | None:
+    return None  # nothing known beyond the file itself
 
 
 def pin(url: str, metadata: dict[str, Any]) -> str:

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from .. import bounds
 from ..errors import OrchestratorError
 from ..net import HEADERS, USER_AGENT, session
 
@@ -73,17 +74,15 @@ def error_body(response: requests.Response) -> dict[str, Any]:
         response.close()
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}
 
 
 def json_object(response: requests.Response, service: str) -> dict[str, Any]:
-    """A 200 answer's JSON object, or an error saying the service sent something else."""
-    try:
-        data = response.json()
-    except (ValueError, requests.RequestException):
-        data = None
+    """A 200 answer's JSON object, read up to a cap (after decompression), or an error saying
+    the service sent something else."""
+    data = bounds.read_json(response, service)
     if not isinstance(data, dict):
         raise OrchestratorError(
             "origin_error",

@@ -23,7 +23,7 @@ import requests
 from ..errors import OrchestratorError, http_error
 from ..policy import Policy
 from . import http
-from .base import Credentials, Resolved
+from .base import Credentials, Description, Resolved
 
 NAME = "huggingface"
 LABEL = "Hugging Face"
@@ -121,8 +121,12 @@ def _not_a_file() -> OrchestratorError:
     )
 
 
-def sidecars(metadata: dict[str, Any], policy: Policy) -> list[tuple[str, bytes]]:
-    return []
+def describe(metadata: dict[str, Any], policy: Policy) -> Description | None:
+    """A small `<stem>.json` says where the file came from: repo, commit, path."""
+    if not isinstance(metadata.get("repo"), str) or not isinstance(metadata.get("path"), str):
+        return None
+    keep = ("repo", "repo_type", "revision", "commit", "path", "license")
+    return Description("huggingface", {key: metadata[key] for key in keep if metadata.get(key)})
 
 
 def resolve(url: str, credentials: Credentials, policy: Policy) -> Resolved:

@@ -80,6 +80,7 @@ class _File:
 class _Redirect:
     location: str
     status: int
+    head_size: int | None = None  # HEAD answers 200 as for a file this long: only GET redirects
 
 
 @dataclass
@@ -237,6 +238,12 @@ class _Handler(BaseHTTPRequestHandler):
         route = self.origin._lookup(path)
         if route is None:
             self._send_status(HTTPStatus.NOT_FOUND, head)
+        elif isinstance(route, _Redirect) and head and route.head_size is not None:
+            # what a server that lies to a look-ahead does: a file for HEAD, elsewhere for GET
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Accept-Ranges", "bytes")
+            self._end(route.head_size)
         elif isinstance(route, _Redirect):
             self._send_bytes(route.status, "", b"", head, {"Location": route.location})
         elif isinstance(route, _Html):
@@ -492,8 +499,10 @@ class Origin:
         )
         return data
 
-    def add_redirect(self, path: str, location: str, status: int = 302) -> None:
-        self._routes[_norm_path(path)] = _Redirect(location=location, status=status)
+    def add_redirect(self, path: str, location: str, status: int = 302, head_size: int | None = None) -> None:
+        """GET (and HEAD) answer `status` to `location`; with head_size, HEAD answers 200 as for a
+        file of that size instead, so only the engine's own GET meets the redirect."""
+        self._routes[_norm_path(path)] = _Redirect(location=location, status=status, head_size=head_size)
 
     def add_html(
         self,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -267,3 +269,98 @@ def test_fifty_jobs_twenty_running_none_lost_none_duplicated(server_factory, ori
         )
     assert len(server.model_files()) == 50
     assert requests.get(server.base + "/api/health", timeout=5).json()["jobs"]["active"] == 0
+
+
+class SilentServer:
+    """Accepts connections and never answers: a server that hangs every look-ahead."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.held: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = self.listener.accept()
+                self.held.append(connection)  # kept open, silent
+
+    def close(self) -> None:
+        self.listener.close()
+        for connection in self.held:
+            connection.close()
+
+
+def test_slow_servers_never_freeze_the_app(server_factory, origin):
+    """Eight links to servers that never answer: more than the resolve threads. Listing, pause
+    and the models list still answer at once, and health says resolving is stuck."""
+    silent = SilentServer()
+    try:
+        data = origin.add_file("/slow-neighbour.bin", 8 * MiB, rate=1 * MiB)
+        server = server_factory("--resolve-deadline", "3")
+        running = server.submit(origin.url("/slow-neighbour.bin"), "vae")
+        server.wait_until(running["id"], lambda j: j["state"] == "downloading")
+        hung = [server.submit(f"http://127.0.0.1:{silent.port}/m{n}.safetensors", "lora") for n in range(8)]
+        # every call below would wait behind the hung look-aheads if they shared a pool with it
+        assert server.api("GET", "/api/downloads").status_code == 200
+        assert server.api("POST", f"/api/downloads/{running['id']}/pause").json()["job"]["state"] == "paused"
+        assert server.api("POST", f"/api/downloads/{running['id']}/resume").status_code == 200
+        assert server.api("GET", "/api/models").status_code == 200
+        health = server.wait_until_health(lambda h: h["work"]["resolving"]["stuck"])
+        assert health["status"] == "degraded" and health["work"]["resolving"]["waiting"] > 0
+        for job in hung:
+            failed = server.wait_for(job["id"], {"failed"}, timeout=60)
+            assert failed["error"]["code"] == "resolve_timeout"
+        done = server.wait_settled(running["id"], timeout=60)
+        assert (server.models / "vae" / "slow-neighbour.bin").read_bytes() == data and done[
+            "state"
+        ] == "completed"
+    finally:
+        silent.close()
+
+
+def test_damaged_job_records_are_set_aside_and_the_server_starts_anyway(server_factory, origin, tmp_path):
+    import sqlite3
+
+    data = origin.add_file("/good.bin", 256 * 1024)
+    server = server_factory()
+    good = server.submit(origin.url("/good.bin"), "vae")
+    server.wait_settled(good["id"])
+    server.stop()
+    db = sqlite3.connect(server.state / "jobs.sqlite3")
+    db.execute("INSERT INTO jobs VALUES ('badjson00000', 'queued', 1.0, '{not json')")
+    weird = '{"id": "badstate0000", "state": "weird"}'
+    db.execute("INSERT INTO jobs VALUES ('badstate0000', 'queued', 2.0, ?)", (weird,))
+    db.commit()
+    db.close()
+
+    again = server_factory(workdir=tmp_path)
+    health = again.api("GET", "/api/health").json()
+    assert [j["id"] for j in again.api("GET", "/api/downloads").json()["jobs"]] == [good["id"]]
+    [notice] = health["notices"]
+    assert "2 damaged download record(s)" in notice
+    assert list(again.state.glob("jobs.sqlite3.before-repair-*"))  # the file as it was, kept
+    assert (again.models / "vae" / "good.bin").read_bytes() == data
+
+
+def test_a_job_list_that_is_no_database_any_more_is_kept_aside_and_a_new_one_started(
+    server_factory, origin, tmp_path
+):
+    server = server_factory()
+    server.stop()
+    path = server.state / "jobs.sqlite3"
+    path.write_bytes(b"this is not a database at all" * 100)
+    for suffix in ("-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+
+    again = server_factory(workdir=tmp_path)
+    health = again.api("GET", "/api/health").json()
+    assert health["notices"] and "was damaged" in health["notices"][0]
+    assert list(again.state.glob("jobs.sqlite3.damaged-*"))
+    origin.add_file("/after.bin", 1024)
+    job = again.submit(origin.url("/after.bin"), "vae")
+    assert again.wait_settled(job["id"])["state"] == "completed"  # the new list works

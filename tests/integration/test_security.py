@@ -226,3 +226,50 @@ def _cmdline(process: Path) -> bytes:
         return (process / "cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def test_a_page_on_another_port_cannot_ride_on_the_session_cookie(server_factory, origin):
+    """Exposed, logged in: the SD web UI on :7860 of the same host sends the app's cookie along
+    (SameSite ignores ports), but its Origin is another site's: refused, REST and WebSocket."""
+    origin.add_file("/x.bin", 1024)
+    server = server_factory("--host", "0.0.0.0")
+    token = login_token(server)
+    session = requests.Session()
+    session.get(f"{server.base}/?token={token}", timeout=5)
+    cookie = "; ".join(f"{c.name}={c.value}" for c in session.cookies)
+    other_port = f"http://127.0.0.1:{server.port + 1}"
+    answer = session.post(
+        server.base + "/api/downloads",
+        headers={"Origin": other_port},
+        json={"url": origin.url("/x.bin"), "type": "lora"},
+        timeout=5,
+    )
+    assert answer.status_code == 403 and answer.json()["error"]["code"] == "forbidden_origin"
+    assert refused_socket(server.ws_url, cookie=cookie, origin=other_port) == (1008, "forbidden_origin")
+    # the app's own page, with its own Origin, still works on the cookie alone
+    same = session.post(
+        server.base + "/api/downloads",
+        headers={"Origin": server.base},
+        json={"url": origin.url("/x.bin"), "type": "lora"},
+        timeout=5,
+    )
+    assert same.status_code == 201
+    ws = websocket.create_connection(server.ws_url, timeout=5, cookie=cookie, origin=server.base)
+    assert json.loads(ws.recv())["type"] == "hello"
+    ws.close()
+
+
+def test_through_a_tunnel_private_targets_are_refused_even_on_a_loopback_bound_server(server_factory, origin):
+    """Bound to 127.0.0.1, reached as tunnel.example (a Colab tunnel, a reverse proxy): that request
+    is exposed, so `--block-private auto` refuses a private target for it; a local one is not."""
+    origin.add_file("/lan.bin", 1024)
+    server = server_factory()  # --block-private auto, on loopback
+    token = login_token(server)
+    headers = {"Host": "tunnel.example", "Authorization": f"Bearer {token}"}
+    tunnelled = requests.post(
+        server.base + "/api/downloads", headers=headers, json={"url": origin.url("/lan.bin"), "type": "lora"}, timeout=5
+    ).json()["job"]
+    failed = server.wait_for(tunnelled["id"], {"failed", "completed"})
+    assert failed["error"]["code"] == "blocked_target", failed
+    local = server.submit(origin.url("/lan.bin"), "vae")  # from this machine: allowed
+    assert server.wait_settled(local["id"])["state"] == "completed"

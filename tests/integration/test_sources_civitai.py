@@ -91,16 +91,21 @@ def test_model_link_with_auto_type_lands_verified_with_sidecars(world: World, se
     assert info["sha256"] == hashlib.sha256(data).hexdigest()
     assert (info["model_id"], info["version_id"]) == (100, 200)
     assert info["preview_url"].startswith(world.storage.base_url)
-    # beside the model: the API record and the preview, as A1111 / Civitai Helper expect
+    # beside the model, under the names other tools read: A1111's user metadata, the record
+    # Civitai Helper and LoRA Manager read, and the preview
     assert server.model_files() == [
-        "lora/film.civitai.json",
+        "lora/film.civitai.info",
+        "lora/film.json",
         "lora/film.preview.jpeg",
         "lora/film.safetensors",
     ]
-    record = json.loads((server.models / "lora" / "film.civitai.json").read_text())
+    record = json.loads((server.models / "lora" / "film.civitai.info").read_text())
     assert (record["modelId"], record["id"], record["baseModel"]) == (100, 200, "SDXL 1.0")
     assert record["trainedWords"] == ["vintage photo", "film grain"]
     assert record["files"][0]["hashes"]["SHA256"].lower() == hashlib.sha256(data).hexdigest()
+    user = json.loads((server.models / "lora" / "film.json").read_text())
+    assert user["activation text"] == "vintage photo, film grain" and user["sd version"] == "SDXL"
+    assert (user["modelId"], user["modelVersionId"]) == (100, 200)
     assert (server.models / "lora" / "film.preview.jpeg").read_bytes() == JPEG
     assert server.staging_files() == []
     job = server.job(job_id)
@@ -273,7 +278,7 @@ def test_a_missing_preview_does_not_fail_the_download(world: World, server_facto
     server = server_factory(env=world.env)
     job = server.submit("170@270", "auto")
     assert server.wait_for(job["id"], {"completed", "failed"})["state"] == "completed"
-    assert server.model_files() == ["lora/np.civitai.json", "lora/np.safetensors"]
+    assert server.model_files() == ["lora/np.civitai.info", "lora/np.json", "lora/np.safetensors"]
 
 
 def test_auto_is_offered_and_refused_for_links_that_cannot_say_their_type(world: World, server_factory):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 
@@ -41,7 +42,12 @@ def test_a_blob_page_link_lands_verified_from_storage(world: World, server_facto
     assert done["metadata"]["sha256"] == hashlib.sha256(data).hexdigest()
     assert [r.method for r in world.hub.resolves()] == ["HEAD"]  # the Hub described it; storage served it
     assert world.hf_storage.signed_requests()
-    assert server.model_files() == ["vae/sdxl_vae.safetensors"]  # no sidecars for the Hub
+    # beside it, the small `<stem>.json` A1111 shows: where the file came from, at which commit
+    assert server.model_files() == ["vae/sdxl_vae.json", "vae/sdxl_vae.safetensors"]
+    card = json.loads((server.models / "vae" / "sdxl_vae.json").read_text())
+    assert card["huggingface"]["repo"] == "acme/sdxl-vae"
+    assert card["huggingface"]["commit"] == "a" * 40
+    assert card["huggingface"]["path"] == "weights/sdxl_vae.safetensors"
     assert server.staging_files() == []
 
 

@@ -58,6 +58,9 @@ class FakeEngine:
         self.calls.append(("forget", handle))
         self.statuses.pop(handle, None)
 
+    def reachable(self) -> bool:
+        return True
+
     def describe(self) -> dict:
         return {"name": self.name, "version": "0", "connected": True}
 

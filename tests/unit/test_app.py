@@ -6,6 +6,7 @@ Links point at the fake origin on 127.0.0.1, so the real `direct` source resolve
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from starlette.websockets import WebSocketDisconnect
 from orchestrator.app import create_app
 from orchestrator.config import MODEL_TYPES, Settings
 from orchestrator.engines import EngineChoice
+from orchestrator.security import RedactTokens
 from tests.fakes.origin import Origin
 
 from .fake_engine import FakeEngine
@@ -310,6 +312,18 @@ def test_bad_json_gets_an_error_and_the_socket_stays_open(app: App) -> None:
         assert ws.receive_json() == {"type": "pong", "id": 3}
 
 
+def test_json_nested_past_pythons_stack_is_invalid_json_everywhere(app: App) -> None:
+    deep = "[" * 20_000 + "]" * 20_000  # 40 KB: under the size limit, far past the recursion limit
+    answer = app.client.post("/api/downloads", content=deep)
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid_json"
+    with app.client.websocket_connect(WS_URL) as ws:
+        assert ws.receive_json()["type"] == "hello"
+        ws.send_text(deep)
+        assert ws.receive_json()["data"]["code"] == "invalid_json"
+        ws.send_text(json.dumps({"type": "ping", "id": 4}))
+        assert ws.receive_json() == {"type": "pong", "id": 4}  # the socket stays usable
+
+
 def test_binary_frames_holding_json_are_accepted(app: App) -> None:
     with app.client.websocket_connect(WS_URL) as ws:
         ws.receive_json()
@@ -475,3 +489,22 @@ def test_login_link_trades_the_token_for_a_cookie(app: App) -> None:
     value = rest.split(";")[0]
     health = app.client.get("/api/health", headers={"Host": "tunnel.example", "Cookie": f"{name}={value}"})
     assert health.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "GET /?token=SECRET-abc HTTP/1.1",
+        "GET /?TOKEN=SECRET-abc HTTP/1.1",
+        "GET /?%74oken=SECRET-abc HTTP/1.1",
+        "GET /?x=1&token%3DSECRET-abc HTTP/1.1",
+        '"WebSocket /ws?token=SECRET-abc" [accepted]',
+    ],
+)
+def test_log_lines_never_show_a_token_however_it_is_spelt(line: str) -> None:
+    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, "%s", (line,), None)
+    RedactTokens().filter(record)
+    assert "SECRET" not in record.getMessage()
+    record = logging.LogRecord("uvicorn.error", logging.INFO, __file__, 1, line, None, None)
+    RedactTokens().filter(record)
+    assert "SECRET" not in record.getMessage()

@@ -24,13 +24,13 @@ import requests
 from orchestrator.egress import (
     AddressPolicy,
     EgressProxy,
-    IPAddress,
     Limits,
     Refusal,
     Resolver,
     default_policy,
     system_resolver,
 )
+from orchestrator.policy import IPAddress
 from tests.fakes.origin import Origin
 
 PUBLIC = "127.0.0.8"  # stands in for a public address
@@ -38,8 +38,8 @@ BLOCKED = "127.0.0.9"  # a loopback address the policy refuses, as it would any 
 MiB = 1024 * 1024
 
 
-def public_on_loopback(address: IPAddress) -> str | None:
-    return None if str(address) == PUBLIC else default_policy(address)
+def public_on_loopback(host: str, address: IPAddress) -> str | None:
+    return None if str(address) == PUBLIC else default_policy(host, address)
 
 
 class NameTable:
@@ -196,7 +196,7 @@ def connect(proxy: EgressProxy, target: str, download_id: str = "dl") -> tuple[s
     ],
 )
 def test_policy_refuses_every_non_public_form(address: str, reason: str) -> None:
-    assert default_policy(ipaddress.ip_address(address)) == reason
+    assert default_policy("files.example", ipaddress.ip_address(address)) == reason
 
 
 @pytest.mark.parametrize(
@@ -205,7 +205,7 @@ def test_policy_refuses_every_non_public_form(address: str, reason: str) -> None
      "2002:808:808::"],
 )  # fmt: skip
 def test_policy_allows_public_addresses_also_wrapped(address: str) -> None:
-    assert default_policy(ipaddress.ip_address(address)) is None
+    assert default_policy("files.example", ipaddress.ip_address(address)) is None
 
 
 def test_system_resolver_answers_literals_without_a_name_server() -> None:

@@ -321,27 +321,32 @@ def test_human_bytes(count: int, text: str) -> None:
     assert files.human_bytes(count) == text
 
 
-# -- sidecars ------------------------------------------------------------------------------------
+def test_the_copy_beside_the_target_never_writes_through_a_planted_link(tmp_path: Path) -> None:
+    staged = tmp_path / "staging" / "model.safetensors"
+    staged.parent.mkdir()
+    staged.write_bytes(b"weights")
+    folder = tmp_path / "other-disk" / "lora"
+    folder.mkdir(parents=True)
+    outside = tmp_path / "precious.txt"
+    outside.write_text("keep me")
+    (folder / ".model.safetensors.part").symlink_to(outside)
+    with pytest.raises(OrchestratorError) as caught:
+        files.copy_beside(staged, folder / "model.safetensors")
+    assert caught.value.code == "not_a_regular_file"
+    assert outside.read_text() == "keep me"
 
 
-def test_write_sidecars_beside_the_model_replacing_older_ones(tmp_path: Path) -> None:
-    target = tmp_path / "lora" / "model.safetensors"
-    target.parent.mkdir()
-    target.write_bytes(b"model")
-    (tmp_path / "lora" / "model.civitai.json").write_text("old")
-    written = files.write_sidecars(target, [(".civitai.json", b'{"id": 1}'), (".preview.png", b"\x89PNG")])
-    assert written == [tmp_path / "lora" / "model.civitai.json", tmp_path / "lora" / "model.preview.png"]
-    assert (tmp_path / "lora" / "model.civitai.json").read_bytes() == b'{"id": 1}'
-    assert sorted(p.name for p in target.parent.iterdir()) == [
-        "model.civitai.json",
-        "model.preview.png",
-        "model.safetensors",
-    ]
-
-
-@pytest.mark.parametrize("suffix", ["", "civitai.json", "/../../x.json", ".a/b", ". json", ".a.b.c.d"])
-def test_write_sidecars_refuses_odd_suffixes(tmp_path: Path, suffix: str) -> None:
-    target = tmp_path / "model.safetensors"
-    with pytest.raises(ValueError, match="sidecar"):
-        files.write_sidecars(target, [(suffix, b"x")])
-    assert list(tmp_path.iterdir()) == []
+def test_documents_are_told_from_models_after_a_bom_or_a_comment(tmp_path: Path) -> None:
+    for head in (
+        b"\xef\xbb\xbf<!DOCTYPE html>",
+        b"<!-- cdn -->\n<html>",
+        b"<?xml version='1.0'?><Error>",
+        b"<title>Login</title>",
+        b"d8:announce35:http://tracker",
+    ):
+        page = tmp_path / "page.bin"
+        page.write_bytes(head + b" rest")
+        assert files.looks_like_html(page), head
+    model = tmp_path / "model.safetensors"
+    model.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
+    assert not files.looks_like_html(model)

@@ -7,6 +7,7 @@ import dataclasses
 import gc
 import hashlib
 import json
+import os
 import threading
 import warnings
 from collections.abc import Callable
@@ -1152,3 +1153,154 @@ def test_while_the_engine_verifies_the_job_says_so_and_is_not_stalled(tmp_path: 
             await world.close()
 
     asyncio.run(main())
+
+
+# -- what is planted in the models folder -------------------------------------------------------
+
+
+def test_a_fifo_planted_where_the_download_should_be_fails_at_once_instead_of_hanging(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        job, handle = await world.downloading()
+        staged = world.staging(job) / "model.safetensors"
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        os.mkfifo(staged)  # reading it would block forever
+        world.engine.report(handle, COMPLETE, completed=len(DATA), total=len(DATA))
+        await world.manager.poll_once()
+        await world.state(job, State.FAILED)
+        assert job.error_code == "not_a_regular_file"
+
+    scenario(tmp_path, body)
+
+
+def test_a_fifo_planted_at_the_target_name_is_refused_not_read(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        (world.models / "lora").mkdir(parents=True)
+        os.mkfifo(world.models / "lora" / "model.safetensors")
+        job = await world.submit()
+        await world.state(job, State.FAILED)
+        assert job.error_code == "not_a_regular_file"
+
+    scenario(tmp_path, body)
+
+
+def test_an_empty_answer_is_never_installed_as_a_model(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        world.resolver.answers[URL] = Resolved(urls=[URL], source="direct", filename="model.safetensors")
+        job, handle = await world.downloading()
+        world.engine.finish(handle, b"")
+        await world.manager.poll_once()
+        await world.state(job, State.FAILED)
+        assert job.error_code == "empty_file"
+        assert world.model_files() == [] and world.staging_files() == []
+
+    scenario(tmp_path, body)
+
+
+def test_jobs_dropped_past_the_record_limit_take_their_partial_data_with_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator.pipeline import registry
+
+    monkeypatch.setattr(registry, "MAX_JOBS", 3)
+
+    async def body(world: World) -> None:
+        world.resolver.answers[URL] = OrchestratorError("origin_error", "gone", 502)
+        failed = []
+        for n in range(3):
+            job, _ = await world.manager.submit({"url": URL, "type": "lora", "name": f"m{n}.bin"})
+            await world.state(job, State.FAILED)
+            (world.staging(job)).mkdir(parents=True, exist_ok=True)
+            (world.staging(job) / f"m{n}.bin").write_bytes(b"partial")  # kept for a retry
+            failed.append(job)
+        await world.manager.submit({"url": f"{URL}?new", "type": "lora"})
+        assert failed[0].id not in world.manager.jobs  # the oldest finished job is dropped...
+        assert not world.staging(failed[0]).exists()  # ...and its partial data with it
+        assert world.staging(failed[1]).exists()
+
+    scenario(tmp_path, body)
+
+
+def test_same_name_and_size_says_what_was_compared_and_verify_compares_the_bytes(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        target = world.models / "lora" / "model.safetensors"
+        target.parent.mkdir(parents=True)
+        target.write_bytes(bytes(len(DATA)))  # the same name and size, other bytes
+        job = await world.submit()
+        await world.state(job, State.COMPLETED)
+        success = world.last(job, "success")["data"]
+        assert success["already_present"] is True and success["compared"] == "name and size"
+        # asked to verify: the file is fetched and compared byte for byte
+        checked, _ = await world.manager.submit({"url": URL, "type": "lora", "verify_existing": True})
+        await world.handed_over(checked)
+        world.engine.finish(checked.handle or "", DATA)
+        await world.manager.poll_once()
+        await world.state(checked, State.FAILED)
+        assert checked.error_code == "file_exists"  # a different file: never taken for the same
+        assert target.read_bytes() == bytes(len(DATA))  # and never overwritten
+
+    scenario(tmp_path, body)
+
+
+class AwayEngine(FakeEngine):
+    """An engine that does not answer until told it is back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.away = True
+
+    def start(self, transfer):
+        if self.away:
+            raise ConnectionError("connection refused")
+        return super().start(transfer)
+
+    def pause(self, handle: str) -> None:
+        if self.away:
+            raise ConnectionError("connection refused")
+        super().pause(handle)
+
+    def reachable(self) -> bool:
+        return not self.away
+
+
+def test_a_job_submitted_while_the_engine_is_away_waits_for_it_instead_of_failing(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        job = await world.submit()
+        await world.until(lambda: job.state == State.QUEUED and not world.manager.busy(job.id), "waiting")
+        assert job.error_code is None and job.handle is None
+        assert "Waiting for the download engine" in world.last(job, "queued")["data"]["message"]
+        world.engine.away = False
+        await world.manager.poller.carry_out_what_waited()
+        await world.running(job)  # handed over once the engine answers
+        assert job.state == State.DOWNLOADING
+
+    scenario(tmp_path, body, engine=AwayEngine())
+
+
+def test_a_pause_the_engine_did_not_answer_is_said_and_done_when_it_is_back(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        world.engine.away = False
+        job, _ = await world.downloading()
+        world.engine.away = True
+        with pytest.raises(OrchestratorError) as caught:
+            await world.manager.pause(job.id)
+        assert caught.value.code == "engine_unavailable" and caught.value.status == 503
+        assert "paused as soon as the engine is back" in caught.value.message
+        assert job.state == State.DOWNLOADING  # not yet
+        world.engine.away = False
+        await world.manager.poller.carry_out_what_waited()
+        assert job.state == State.PAUSED
+
+    scenario(tmp_path, body, engine=AwayEngine())
+
+
+def test_a_job_removed_elsewhere_keeps_its_bytes_until_it_is_cancelled_here(tmp_path: Path) -> None:
+    async def body(world: World) -> None:
+        job, handle = await world.downloading()
+        world.engine.write(handle, DATA[:1000])
+        world.engine.report(handle, REMOVED)
+        await world.manager.poll_once()
+        assert job.state == State.CANCELLED and world.staging_files()  # kept for a retry
+        await world.manager.cancel(job.id)  # cancelled here too: now the bytes go
+        assert world.staging_files() == []
+
+    scenario(tmp_path, body)

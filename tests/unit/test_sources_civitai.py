@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from orchestrator import files, sources
+from orchestrator import sources
 from orchestrator.errors import OrchestratorError
 from orchestrator.policy import OPEN, Policy
 from orchestrator.sources import Credentials, civitai
@@ -229,7 +229,7 @@ def test_metadata_describes_the_model(api: FakeCivitai) -> None:
     record = info["civitai"]
     assert record["modelId"] == 100 and record["id"] == 200
     assert record["files"][0]["hashes"]["SHA256"] == SHA.upper()
-    assert "description" not in record
+    assert len(record["description"]) <= civitai.DESCRIPTION_LIMIT  # kept for A1111's card, short
     json.dumps(info)  # it is stored and sent as JSON
 
 
@@ -381,39 +381,25 @@ def test_an_unreachable_api(monkeypatch) -> None:
 # -- sidecars ------------------------------------------------------------------------------------
 
 
-def test_sidecars_are_the_record_and_the_preview(api: FakeCivitai, storage) -> None:
+def test_the_model_is_described_by_its_record_and_its_preview(api: FakeCivitai, storage) -> None:
     resolved = resolve("100@200")
-    extras = dict(civitai.sidecars(resolved.metadata, OPEN))
-    assert set(extras) == {".civitai.json", ".preview.jpeg"}
-    record = json.loads(extras[".civitai.json"])
+    said = civitai.describe(resolved.metadata, OPEN)
+    assert said is not None and said.kind == "civitai"
+    record = said.record
     assert (record["modelId"], record["id"], record["baseModel"]) == (100, 200, "SDXL 1.0")
     assert record["trainedWords"] == ["vintage photo", "film grain"]
-    assert extras[".preview.jpeg"].startswith(b"\xff\xd8")
+    assert said.file_id == record["files"][0]["id"]
+    assert said.preview is not None and said.preview[0] == "image/jpeg"
+    assert said.preview[1].startswith(b"\xff\xd8")
     assert not [r for r in storage.requests if r.header("Authorization")]
 
 
 def test_a_missing_preview_leaves_only_the_record(api: FakeCivitai, storage) -> None:
     resolved = resolve("100@200")
     storage.public.clear()
-    assert [suffix for suffix, _ in civitai.sidecars(resolved.metadata, OPEN)] == [".civitai.json"]
-    assert civitai.sidecars({}, OPEN) == []
-
-
-def test_sidecars_are_written_beside_the_model_and_replace_old_ones(tmp_path) -> None:
-    model = tmp_path / "lora" / "film.safetensors"
-    model.parent.mkdir()
-    model.write_bytes(b"weights")
-    (tmp_path / "lora" / "film.civitai.json").write_text("old")
-    written = files.write_sidecars(model, [(".civitai.json", b"{}"), (".preview.png", b"png")])
-    assert [p.name for p in written] == ["film.civitai.json", "film.preview.png"]
-    assert (tmp_path / "lora" / "film.civitai.json").read_bytes() == b"{}"
-    assert sorted(p.name for p in model.parent.iterdir()) == [
-        "film.civitai.json",
-        "film.preview.png",
-        "film.safetensors",
-    ]
-    with pytest.raises(ValueError):
-        files.write_sidecars(model, [("/../../evil", b"x")])
+    said = civitai.describe(resolved.metadata, OPEN)
+    assert said is not None and said.preview is None and said.record["id"] == 200
+    assert civitai.describe({}, OPEN) is None
 
 
 def test_the_preview_fetch_goes_through_the_policy(api: FakeCivitai, storage) -> None:
@@ -421,9 +407,8 @@ def test_the_preview_fetch_goes_through_the_policy(api: FakeCivitai, storage) ->
     resolved = resolve("100@200")
     only_api = Policy(block_private=True, allowed=frozenset({"127.0.0.3"}))
     before = len(storage.requests)
-    assert [suffix for suffix, _ in civitai.sidecars(resolved.metadata, only_api)] == [".civitai.json"]
+    guarded = civitai.describe(resolved.metadata, only_api)
+    assert guarded is not None and guarded.preview is None
     assert len(storage.requests) == before  # the preview's host was never contacted
-    assert [suffix for suffix, _ in civitai.sidecars(resolved.metadata, OPEN)] == [
-        ".civitai.json",
-        ".preview.jpeg",
-    ]
+    opened = civitai.describe(resolved.metadata, OPEN)
+    assert opened is not None and opened.preview is not None

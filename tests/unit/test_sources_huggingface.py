@@ -12,7 +12,7 @@ from orchestrator.policy import OPEN
 from orchestrator.sources import Credentials, huggingface
 from orchestrator.sources.huggingface import Link
 from tests.fakes.huggingface import TOKEN, FakeHub
-from tests.fakes.service import SignedStorage
+from tests.fakes.service import Reply, Request, Service, SignedStorage
 
 DATA = bytes(range(256)) * 80
 SHA = hashlib.sha256(DATA).hexdigest()
@@ -258,3 +258,19 @@ def test_a_hub_that_fails(hub: FakeHub, monkeypatch) -> None:
 def test_hub_failures(hub: FakeHub, status: int, code: str) -> None:
     hub.failing = status
     assert code_of(resolve, "acme/sd-models/unet/model.safetensors") == code
+
+
+class MagnetHub(Service):
+    """A Hub whose storage redirect names another scheme than http(s)."""
+
+    def respond(self, request: Request) -> Reply:
+        return Reply.redirect("magnet:?xt=urn:btih:0123456789abcdef&dn=model", 302)
+
+
+def test_a_storage_redirect_to_another_scheme_is_refused(monkeypatch) -> None:
+    with MagnetHub("127.0.0.4") as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.base_url)
+        with pytest.raises(OrchestratorError) as caught:
+            sources.resolve("hf://acme/model/model.safetensors", Credentials(), OPEN)
+    assert caught.value.code == "unsupported_scheme"
+    assert "magnet" in caught.value.message
