@@ -21,9 +21,14 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from . import __version__, messages
 from .config import STAGING_FOLDER, Settings
 from .engines import EngineChoice, choose_engine
+from .engines.aria2 import Aria2Engine
 from .errors import OrchestratorError
 from .events import Hub
 from .files import private_folder
+from .gateway import Gateway
+from .gateway import Policy as RpcPolicy
+from .gateway.orchestrated import OrchestratorIntake
+from .gateway.rpc import PATH as RPC_PATH
 from .jobs import JobStore, exclusive_state
 from .manager import Manager
 from .security import AccessGuard, new_access_token, request_exposed
@@ -52,6 +57,7 @@ def error_response(error: OrchestratorError) -> JSONResponse:
 def create_app(settings: Settings, choice: EngineChoice | None = None) -> Starlette:
     """The ASGI app. `choice` lets tests hand in an engine; by default --engine decides."""
     state: dict[str, Any] = {}
+    token = settings.access_token or new_access_token()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -59,7 +65,7 @@ def create_app(settings: Settings, choice: EngineChoice | None = None) -> Starle
         settings.staging_dir.mkdir(parents=True, exist_ok=True)
         private_folder(settings.state_dir)
         with exclusive_state(settings.state_dir):
-            async with _running(settings, choice, state):
+            async with _running(settings, choice, state, token):
                 yield
 
     def manager() -> Manager:
@@ -125,6 +131,21 @@ def create_app(settings: Settings, choice: EngineChoice | None = None) -> Starle
     async def websocket(socket: WebSocket) -> None:
         await _serve_socket(socket, manager(), state["hub"], settings)
 
+    async def jsonrpc_http(request: Request) -> Response:
+        gateway = state.get("gateway")
+        if gateway is None:
+            return JSONResponse(rpc_unavailable(), status_code=503)
+        response: Response = await gateway.serve_http(request)
+        return response
+
+    async def jsonrpc_socket(socket: WebSocket) -> None:
+        gateway = state.get("gateway")
+        if gateway is None:
+            await socket.accept()
+            await socket.close(1013, "aria2_not_in_use")
+            return
+        await gateway.serve_websocket(socket)
+
     async def handle_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, OrchestratorError)
         return error_response(exc)
@@ -140,9 +161,11 @@ def create_app(settings: Settings, choice: EngineChoice | None = None) -> Starle
         Route("/api/downloads/{job_id}", delete_download, methods=["DELETE"]),
         Route("/api/downloads/{job_id}/{action}", act_on_download, methods=["POST"]),
         WebSocketRoute("/ws", websocket),
+        # aria2's own JSON-RPC for AriaNg and aria2p, with the app's access rules (gateway/)
+        Route(RPC_PATH, jsonrpc_http, methods=["GET", "POST", "OPTIONS"]),
+        WebSocketRoute(RPC_PATH, jsonrpc_socket),
         Mount("/", StaticFiles(directory=web_folder(), html=True)),
     ]
-    token = settings.access_token or new_access_token()
     guard = Middleware(AccessGuard, token=token, bound_to_loopback=not settings.exposed)
     return Starlette(
         routes=routes,
@@ -154,7 +177,7 @@ def create_app(settings: Settings, choice: EngineChoice | None = None) -> Starle
 
 @contextlib.asynccontextmanager
 async def _running(
-    settings: Settings, choice: EngineChoice | None, state: dict[str, Any]
+    settings: Settings, choice: EngineChoice | None, state: dict[str, Any], token: str
 ) -> AsyncIterator[None]:
     """The engine, the manager and the daemon watchdog, for the life of the server."""
     picked = choice if choice is not None else await asyncio.to_thread(choose_engine, settings)
@@ -163,16 +186,50 @@ async def _running(
     await manager.start()
     manager.health.describe_choice(picked.describe())
     state.update(manager=manager, hub=hub, choice=picked)
+    gateway = await _start_gateway(settings, picked, manager, token)
+    state["gateway"] = gateway
     watchdog = asyncio.create_task(_watch_daemon(picked, manager))
     log.info("serving on http://%s:%s with the %s engine", settings.host, settings.port, picked.engine.name)
     try:
         yield
     finally:
         watchdog.cancel()
+        if gateway:
+            await gateway.stop()
         await manager.stop()
         manager.store.close()
         if picked.daemon:
             await asyncio.to_thread(picked.daemon.stop)
+
+
+async def _start_gateway(
+    settings: Settings, choice: EngineChoice, manager: Manager, token: str
+) -> Gateway | None:
+    """aria2 clients get the daemon through the app's own door, when the engine is aria2."""
+    engine = choice.engine
+    if not isinstance(engine, Aria2Engine):
+        return None
+    gateway = Gateway(
+        engine.rpc_url,
+        engine.secret,
+        token,
+        RpcPolicy(settings.models_dir, settings.staging_dir),
+        OrchestratorIntake(manager),
+        bound_to_loopback=not settings.exposed,
+    )
+    await gateway.start()
+    return gateway
+
+
+def rpc_unavailable() -> dict[str, Any]:
+    return {
+        "jsonrpc": "2.0",
+        "id": None,
+        "error": {
+            "code": 1,
+            "message": "This server runs without aria2 (the fallback engine), so it has no aria2 RPC.",
+        },
+    }
 
 
 def strict_json(raw: str | bytes) -> Any:

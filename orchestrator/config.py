@@ -24,9 +24,28 @@ MODEL_TYPES: dict[str, str] = {
     "text_encoder": "Text encoder (CLIP, T5)",
     "diffusion_model": "Diffusion model / UNet only",
 }
+# ComfyUI's other model folders (folder_paths.py), so a workflow's every model has a home.
+MORE_MODEL_TYPES: dict[str, tuple[str, str]] = {  # type -> (description, ComfyUI folder)
+    "style_model": ("Style model (ComfyUI)", "style_models"),
+    "gligen": ("GLIGEN model", "gligen"),
+    "photomaker": ("PhotoMaker model", "photomaker"),
+    "vae_approx": ("VAE approximation (TAESD)", "vae_approx"),
+    "model_patch": ("Model patch (ComfyUI)", "model_patches"),
+    "audio_encoder": ("Audio encoder", "audio_encoders"),
+    "latent_upscaler": ("Latent upscale model", "latent_upscale_models"),
+    "config": ("Model config (.yaml)", "configs"),
+    "diffusers": ("Diffusers folder", "diffusers"),
+    "classifier": ("Classifier", "classifiers"),
+    "background_removal": ("Background removal model", "background_removal"),
+    "frame_interpolation": ("Frame interpolation model", "frame_interpolation"),
+    "geometry_estimation": ("Geometry estimation model", "geometry_estimation"),
+    "optical_flow": ("Optical flow model", "optical_flow"),
+    "detection": ("Detection model", "detection"),
+}
+MODEL_TYPES.update({name: text for name, (text, _) in MORE_MODEL_TYPES.items()})
 
 LAYOUTS: dict[str, dict[str, str]] = {
-    "default": {name: name for name in MODEL_TYPES},
+    "default": {name: name for name in MODEL_TYPES if name not in MORE_MODEL_TYPES},
     # AUTOMATIC1111 / Forge keep these under webui/models/ (embeddings: point
     # --embeddings-dir at models/embeddings, see README).
     "a1111": {
@@ -56,6 +75,10 @@ LAYOUTS: dict[str, dict[str, str]] = {
         "diffusion_model": "diffusion_models",
     },
 }
+for _name, (_, _comfy_folder) in MORE_MODEL_TYPES.items():
+    LAYOUTS["default"][_name] = _name
+    LAYOUTS["a1111"][_name] = _comfy_folder
+    LAYOUTS["comfyui"][_name] = _comfy_folder
 
 ENGINES = ("auto", "aria2", "requests")
 STAGING_FOLDER = ".staging"

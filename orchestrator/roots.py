@@ -65,25 +65,8 @@ COMFY_BUILTIN_EXTRAS = {
     "text_encoders": ("clip",),
     "controlnet": ("t2i_adapter",),
 }
-# ComfyUI's other model folders under models/ (folder_paths.py): no type here, but a
-# workflow reader can still ask where they are.
-COMFY_OTHER_DIRS = (
-    "configs",
-    "style_models",
-    "diffusers",
-    "vae_approx",
-    "gligen",
-    "latent_upscale_models",
-    "photomaker",
-    "classifiers",
-    "model_patches",
-    "audio_encoders",
-    "background_removal",
-    "frame_interpolation",
-    "geometry_estimation",
-    "optical_flow",
-    "detection",
-)
+# Folders ComfyUI knows that have no type here (a workflow reader can still ask where they are).
+COMFY_OTHER_DIRS: tuple[str, ...] = ()  # every folder folder_paths.py knows has a type now (config.py)
 # An AUTOMATIC1111 / Forge install: folders relative to the install that its readers also
 # look in, after the layout's folder (see the module docstring for each one's source).
 A1111_EXTRAS = {

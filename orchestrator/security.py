@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 COOKIE = "orchestrator_session"
+RPC_PATH = "/jsonrpc"
 MIN_TOKEN_LENGTH = 16
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 # token=, also upper case and percent-encoded (%74oken=, token%3D): what a log line may show of one
@@ -90,7 +91,9 @@ class AccessGuard:
         self.bound_to_loopback = bound_to_loopback
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        if scope["type"] not in ("http", "websocket") or scope.get("path") == RPC_PATH:
+            # aria2 clients send their secret inside the JSON-RPC call, where only the gateway
+            # can read it: it applies these same rules itself (orchestrator/gateway/rpc.py)
             await self.app(scope, receive, send)
             return
         if self._login_link(scope):

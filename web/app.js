@@ -2,7 +2,7 @@
 // Protocol: docs/PROTOCOL.md (WebSocket /ws and REST /api).
 
 import { el, setText, show } from "./dom.js";
-import { ACTIVE_STATES, checkUrl, nameFromUrl, toPercent } from "./format.js";
+import { ACTIVE_STATES, checkUrl, formatRate, nameFromUrl, toPercent } from "./format.js";
 import { JobList, displayLabel } from "./jobs.js";
 import { InstalledModels } from "./models.js";
 import { LiveSocket } from "./socket.js";
@@ -231,7 +231,8 @@ function showEngine(engine) {
   }
   const name = typeof engine.name === "string" && engine.name ? engine.name : "unknown";
   const version = typeof engine.version === "string" && engine.version ? ` ${engine.version}` : "";
-  setText(ui.engine, `Engine: ${name}${version}${engine.fallback ? " (fallback)" : ""}`);
+  const limit = Number(engine.download_limit) > 0 ? ` · limit ${formatRate(Number(engine.download_limit) / 1e6)}` : "";
+  setText(ui.engine, `Engine: ${name}${version}${engine.fallback ? " (fallback)" : ""}${limit}`);
   ui.engine.dataset.fallback = String(engine.fallback === true);
   let hint = "";
   if (engine.fallback === true) {
@@ -326,6 +327,9 @@ function onMessage(message) {
       break;
     case "error":
       onError(message);
+      break;
+    case "engine": // the engine went away, came back, or its settings changed (a speed limit)
+      if (message.data && typeof message.data === "object") showEngine(message.data);
       break;
     default:
       break; // pong and anything newer

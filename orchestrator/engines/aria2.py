@@ -103,6 +103,7 @@ class Aria2Engine:
 
     def __init__(self, rpc_url: str, secret: str, timeout: float = 10.0) -> None:
         self.rpc_url = rpc_url
+        self.secret = secret  # the daemon's; it never leaves the server (the gateway uses it too)
         self.client = client_for(rpc_url, secret, timeout)
         self._session: str | None = None  # the daemon run seen at the last poll
         self._seen_in: dict[str, str] = {}  # gid -> the daemon run it was last seen alive in
@@ -235,23 +236,26 @@ class Aria2Engine:
     def describe(self) -> dict[str, Any]:
         try:
             version = self.version()
-            warnings = self._shared_daemon_warnings()
+            options = self.client.get_global_option()
         except (requests.RequestException, aria2p.ClientException, ValueError, KeyError):
-            version, warnings = None, []
+            version, options = None, {}
+        warnings = self._shared_daemon_warnings(options)
         for warning in warnings:
             log.warning("%s", warning)
+        limit = options.get("max-overall-download-limit", "0") if isinstance(options, dict) else "0"
         return {
             "name": self.name,
             "version": version,
             "connected": version is not None,
             "rpc_url": self.rpc_url,
             "warnings": warnings,
+            # set by any aria2 client (AriaNg's speed limit): every download shares it
+            "download_limit": int(limit) if str(limit).isdigit() else 0,
         }
 
-    def _shared_daemon_warnings(self) -> list[str]:
+    def _shared_daemon_warnings(self, options: object) -> list[str]:
         """A daemon run elsewhere may follow torrents and metalinks for its other clients; the
         app turns that off for each of its own downloads, and says so."""
-        options = self.client.get_global_option()
         if not isinstance(options, dict):
             return []
         following = [key for key in ("follow-torrent", "follow-metalink") if options.get(key) != "false"]

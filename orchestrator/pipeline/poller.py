@@ -26,6 +26,7 @@ from .work import Worker
 
 log = logging.getLogger(__name__)
 
+ENGINE_REFRESH = 10.0  # seconds between looks at the engine's own settings
 SAVE_PROGRESS_EVERY = 5.0  # seconds between progress writes to SQLite
 STALL_BYTES = 64 * 1024  # less than this in `stall_seconds` counts as stalled
 WATCHED = (State.QUEUED, State.DOWNLOADING, State.PAUSED)
@@ -59,8 +60,20 @@ class Poller:
 
         return wake
 
+    async def _refresh_engine(self) -> None:
+        """What an aria2 client may have changed for everyone (the global speed limit)."""
+        described = await asyncio.to_thread(self.ctx.engine.engine.describe)
+        if described.get("download_limit") != self.health.info.get("download_limit"):
+            self.health.learn(described)
+            self.health.announce("The download engine's settings changed.")
+
     async def _run(self) -> None:
+        last_refresh = time.monotonic()
         while True:
+            if time.monotonic() - last_refresh > ENGINE_REFRESH and self.health.up:
+                last_refresh = time.monotonic()
+                with contextlib.suppress(Exception):  # a look only; the poll says if it is down
+                    await self._refresh_engine()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.next_poll_in())
             self._wake.clear()

@@ -267,7 +267,10 @@ def test_through_a_tunnel_private_targets_are_refused_even_on_a_loopback_bound_s
     token = login_token(server)
     headers = {"Host": "tunnel.example", "Authorization": f"Bearer {token}"}
     tunnelled = requests.post(
-        server.base + "/api/downloads", headers=headers, json={"url": origin.url("/lan.bin"), "type": "lora"}, timeout=5
+        server.base + "/api/downloads",
+        headers=headers,
+        json={"url": origin.url("/lan.bin"), "type": "lora"},
+        timeout=5,
     ).json()["job"]
     failed = server.wait_for(tunnelled["id"], {"failed", "completed"})
     assert failed["error"]["code"] == "blocked_target", failed

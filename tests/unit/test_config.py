@@ -43,6 +43,10 @@ EXPECTED = {
         "diffusion_model": "diffusion_models",
     },
 }
+# ComfyUI's other model folders, so a workflow's every model has one: the same name in the
+# ComfyUI and A1111 trees, the type's name in the default one
+for _name, (_, _folder) in config.MORE_MODEL_TYPES.items():
+    EXPECTED["a1111"][_name] = EXPECTED["comfyui"][_name] = _folder
 CASES = [(layout, kind) for layout in EXPECTED for kind in MODEL_TYPES]
 
 

@@ -76,7 +76,7 @@ def test_layout_folders_are_found_by_comfyui_folder_name(tmp_path) -> None:
     built = roots.build_roots(tmp_path / "models", "a1111")
     assert built.folders_for_comfy_dir("loras") == (tmp_path / "models" / "Lora",)
     assert built.folders_for_comfy_dir("unet") == built.folders("diffusion_model")
-    assert built.folders_for_comfy_dir("style_models") == ()
+    assert built.folders_for_comfy_dir("style_models") == built.folders("style_model")
 
 
 # -- a ComfyUI install and its extra_model_paths.yaml ----------------------------------------------
@@ -330,11 +330,11 @@ def test_a_missing_second_disk_is_left_out_with_a_warning(tmp_path, caplog) -> N
     (tmp_path / "here" / "vae").mkdir(parents=True)
     (tmp_path / "here" / "a-file").write_text("not a folder")
     text = "disk:\n  base_path: /mnt/not-mounted-disk\n  loras: loras\nhere:\n  base_path: here\n"
-    text += "  vae: |\n    vae\n    a-file\n  style_models: gone\n"
+    text += "  vae: |\n    vae\n    a-file\n  ipadapter: gone\n"
     built = build_with(tmp_path, text)
     assert built.folders("lora") == (tmp_path / "models" / "lora",)
     assert built.folders("vae") == (tmp_path / "models" / "vae", tmp_path / "here" / "vae")
-    assert built.folders_for_comfy_dir("style_models") == ()
+    assert built.folders_for_comfy_dir("ipadapter") == ()
     assert len(built.warnings) == 3
     assert "/mnt/not-mounted-disk/loras does not exist" in built.warnings[0]
     assert "a-file is not a folder" in built.warnings[1]
@@ -352,8 +352,8 @@ def test_a_default_that_is_a_file_refuses_start_up(tmp_path) -> None:
 
 
 def test_a_missing_default_for_a_folder_without_a_type_only_warns(tmp_path) -> None:
-    built = build_with(tmp_path, "x:\n  is_default: true\n  style_models: nowhere\n")
-    assert built.folders_for_comfy_dir("style_models") == ()
+    built = build_with(tmp_path, "x:\n  is_default: true\n  ipadapter: nowhere\n")  # a custom node's folder
+    assert built.folders_for_comfy_dir("ipadapter") == ()
     assert "nowhere does not exist" in built.warnings[0]
 
 
