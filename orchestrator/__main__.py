@@ -31,6 +31,10 @@ SERVE_FLAGS = (
     "block-private",
     "private-allow",
     "sidecars",
+    "comfyui",
+    "comfyui-extra-paths",
+    "a1111",
+    "subfolder-template",
 )
 DAEMON_FLAGS = ("models-dir", "state-dir", "aria2-rpc-url", "aria2-secret", "ipv6", "log-level")
 
@@ -63,6 +67,14 @@ def run_server(settings: Settings) -> None:
         check_token_strength(settings.access_token)
     else:
         settings = replace(settings, access_token=new_access_token())
+    from .errors import OrchestratorError
+    from .manager import model_roots
+
+    try:
+        model_roots(settings)  # a bad extra_model_paths.yaml or install folder stops here, said plainly
+    except OrchestratorError as error:
+        print(f"error: {error.code}: {error.message}", file=sys.stderr)
+        sys.exit(2)
     for name in ("uvicorn.access", "uvicorn.error", "uvicorn"):  # WebSocket lines are "error" ones
         logging.getLogger(name).addFilter(RedactTokens())
     if "--token" in sys.argv or any(arg.startswith("--token=") for arg in sys.argv):

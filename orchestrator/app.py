@@ -19,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import __version__, messages
-from .config import STAGING_FOLDER, Settings
+from .config import Settings
 from .engines import EngineChoice, choose_engine
 from .engines.aria2 import Aria2Engine
 from .errors import OrchestratorError
@@ -31,8 +31,8 @@ from .gateway.orchestrated import OrchestratorIntake
 from .gateway.rpc import PATH as RPC_PATH
 from .jobs import JobStore, exclusive_state
 from .manager import Manager
+from .roots import ModelRoots, iter_models
 from .security import AccessGuard, new_access_token, request_exposed
-from .sidecars import is_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def create_app(settings: Settings, choice: EngineChoice | None = None) -> Starle
         return JSONResponse({"job": job.public()})
 
     async def installed_models(request: Request) -> Response:
-        listing = await asyncio.to_thread(_installed, settings, manager().types())
+        listing = await asyncio.to_thread(_installed, manager().ctx.roots, manager().types())
         return JSONResponse({"models": listing})
 
     async def websocket(socket: WebSocket) -> None:
@@ -267,19 +267,17 @@ async def _watch_daemon(choice: EngineChoice, manager: Manager) -> None:
             log.exception("could not restart aria2c")
 
 
-def _installed(settings: Settings, types: list[dict[str, str]]) -> dict[str, list[dict]]:
-    listing: dict[str, list[dict]] = {}
-    for entry in types:
-        if not entry["folder"]:
-            continue  # "auto" is a choice, not a folder
-        folder = settings.models_dir / entry["folder"]
-        files = []
-        if folder.is_dir() and not folder.name.startswith(STAGING_FOLDER):
-            for path in sorted(folder.iterdir()):
-                if path.is_file() and not path.name.startswith(".") and not is_sidecar(path.name):
-                    info = path.stat()
-                    files.append({"name": path.name, "size": info.st_size, "modified": info.st_mtime})
-        listing[entry["name"]] = files
+def _installed(model_roots: ModelRoots, types: list[dict[str, str]]) -> dict[str, list[dict[str, Any]]]:
+    """Every model file in every folder of every type, subfolders included (`SDXL/x.safetensors`)."""
+    listing: dict[str, list[dict[str, Any]]] = {entry["name"]: [] for entry in types if entry["folder"]}
+    for found in iter_models(model_roots):
+        try:
+            info = (found.root / found.relative).stat()
+        except OSError:
+            continue
+        listing.setdefault(found.model_type, []).append(
+            {"name": found.relative.as_posix(), "size": info.st_size, "modified": info.st_mtime}
+        )
     return listing
 
 

@@ -85,7 +85,7 @@ STAGING_FOLDER = ".staging"
 OUTSIDE_DOWNLOADS_FOLDER = "downloads"
 # Not a folder: the source picks the type (only CivitAI says what a model is).
 AUTO_TYPE = "auto"
-AUTO_DESCRIPTION = "Auto: the type CivitAI gives (CivitAI links only)"
+AUTO_DESCRIPTION = "Auto: what the link says (CivitAI's type) or the file itself (its header)"
 SWITCHES = {"on": True, "off": False, "true": True, "false": False, "1": True, "0": False}
 
 
@@ -119,7 +119,11 @@ class Settings:
     access_token: str | None = None
     block_private: str = "auto"  # refuse private/loopback download targets: auto | on | off
     private_allow: frozenset[str] = frozenset()  # hosts or addresses let through anyway (a NAS)
-    sidecars: bool = True  # <name>.civitai.json and <name>.preview.<ext> beside CivitAI models
+    sidecars: bool = True  # <name>.json, <name>.civitai.info and <name>.preview.<ext> beside models
+    comfyui: Path | None = None  # a ComfyUI install: its models/ tree and extra_model_paths.yaml
+    comfyui_extra_paths: Path | None = None  # an extra_model_paths.yaml of one's own
+    a1111: Path | None = None  # an AUTOMATIC1111 / Forge install: models/, embeddings/
+    subfolder_template: str = ""  # e.g. "{base_model}": a subfolder for downloads that name none
 
     @property
     def exposed(self) -> bool:
@@ -156,7 +160,11 @@ class Settings:
 _FLAGS: dict[str, tuple[str, str | None, str]] = {
     "host": ("ORCHESTRATOR_HOST", "127.0.0.1", "address to listen on"),
     "port": ("ORCHESTRATOR_PORT", "8000", "port to listen on"),
-    "models-dir": ("ORCHESTRATOR_MODELS_DIR", "models", "where model folders live"),
+    "models-dir": (
+        "ORCHESTRATOR_MODELS_DIR",
+        None,
+        "where model folders live (default ./models, or the models/ of --comfyui or --a1111)",
+    ),
     "state-dir": ("ORCHESTRATOR_STATE_DIR", "state", "job database, aria2 session and secret"),
     "engine": (
         "ORCHESTRATOR_ENGINE",
@@ -201,10 +209,26 @@ _FLAGS: dict[str, tuple[str, str | None, str]] = {
         "auto",
         "refuse downloads from private/loopback addresses: auto (when exposed) | on | off",
     ),
+    "comfyui": (
+        "ORCHESTRATOR_COMFYUI",
+        None,
+        "a ComfyUI install: downloads go where it reads models (its models/ and extra_model_paths.yaml)",
+    ),
+    "comfyui-extra-paths": (
+        "ORCHESTRATOR_COMFYUI_EXTRA_PATHS",
+        None,
+        "a ComfyUI extra_model_paths.yaml: its folders are read, its is_default one gets downloads",
+    ),
+    "a1111": ("ORCHESTRATOR_A1111", None, "an AUTOMATIC1111/Forge install: its models/ and embeddings/"),
+    "subfolder-template": (
+        "ORCHESTRATOR_SUBFOLDER_TEMPLATE",
+        "",
+        "a subfolder for downloads that name none, e.g. {base_model} or {repo_name}",
+    ),
     "sidecars": (
         "ORCHESTRATOR_SIDECARS",
         "on",
-        "write <name>.civitai.json and <name>.preview.<ext> beside CivitAI models: on | off",
+        "write <name>.json, <name>.civitai.info and <name>.preview.<ext> beside models: on | off",
     ),
 }
 
@@ -251,10 +275,14 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         keep_partial = float(pick("keep-partial"))
     except (TypeError, ValueError) as exc:
         raise SystemExit(f"bad number in settings: {exc}") from None
+    comfyui, a1111 = _path(optional("comfyui")), _path(optional("a1111"))
+    # an install's own models/ holds the staging folder too, so an install is one rename
+    install = comfyui or a1111
+    models_dir = optional("models-dir") or (str(install / "models") if install else "models")
     return Settings(
         host=pick("host"),
         port=port,
-        models_dir=Path(pick("models-dir")).expanduser().absolute(),
+        models_dir=Path(models_dir).expanduser().absolute(),
         state_dir=Path(pick("state-dir")).expanduser().absolute(),
         engine=engine,
         aria2_rpc_url=pick("aria2-rpc-url"),
@@ -273,4 +301,12 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             host.strip().lower().strip("[]") for host in pick("private-allow").split(",") if host.strip()
         ),
         sidecars=SWITCHES[sidecars],
+        comfyui=comfyui,
+        comfyui_extra_paths=_path(optional("comfyui-extra-paths")),
+        a1111=a1111,
+        subfolder_template=pick("subfolder-template"),
     )
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value).expanduser().absolute() if value else None

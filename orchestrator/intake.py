@@ -7,10 +7,11 @@ pipeline can start. Errors name the field that is wrong.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import files, sources
+from . import files, roots, sources
 from .config import AUTO_TYPE, folder_for
 from .errors import OrchestratorError
 from .sources import Credentials
@@ -25,6 +26,8 @@ class DownloadRequest:
     folder: str  # relative to the models folder; "" until the source names the type (auto)
     source: str
     name: str | None = None  # the filename asked for, sanitised
+    subfolder: str = ""  # inside the type folder, checked
+    sha256: str | None = None  # the expected SHA-256 a client knows (a workflow's hash), lower case
     overwrite: bool = False
     verify_existing: bool = False  # a file of that name and size in place is compared byte for byte
     credentials: Credentials = field(default_factory=Credentials, repr=False)
@@ -47,6 +50,8 @@ def parse_download(body: Any, layout: str, request_id: Any = None) -> DownloadRe
         folder=folder,
         source=source,
         name=files.sanitize_filename(name) if name is not None else None,
+        subfolder=roots.check_subfolder(body.get("subfolder") or ""),
+        sha256=expected_sha256(body.get("sha256")),
         overwrite=flag(body.get("overwrite"), "overwrite"),
         verify_existing=flag(body.get("verify_existing"), "verify_existing"),
         credentials=Credentials(
@@ -57,15 +62,19 @@ def parse_download(body: Any, layout: str, request_id: Any = None) -> DownloadRe
 
 
 def requested_folder(model_type: Any, source: str, layout: str) -> str:
-    """The folder a request names; with `auto` it stays empty until the source says the type."""
+    """The folder a request names; with `auto` it stays empty until the link says the type (its
+    service, or the file's own header)."""
     if model_type != AUTO_TYPE:
         return folder_for(model_type, layout)
-    if not sources.knows_model_type(source):
-        raise OrchestratorError(
-            "type_required",
-            "Only CivitAI links say what kind of model they are; pick a model type for this link.",
-        )
     return ""
+
+
+def expected_sha256(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", value.strip()):
+        raise OrchestratorError("invalid_message", "'sha256' must be 64 hexadecimal digits.")
+    return value.strip().lower()
 
 
 def flag(value: Any, name: str) -> bool:

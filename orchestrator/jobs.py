@@ -83,6 +83,8 @@ class Job:
     folder: str
     state: State = State.QUEUED
     name: str | None = None  # the filename the user asked for, if any
+    subfolder: str = ""  # inside the type folder, e.g. "SDXL/styles" (checked by roots.check_subfolder)
+    kind: str | None = None  # the type it is filed as: the one asked for, or the one found (auto)
     overwrite: bool = False
     verify_existing: bool = False  # never take "same name and size" for "the same file"
     filename: str | None = None  # the final, sanitised filename
@@ -90,6 +92,7 @@ class Job:
     size: int | None = None
     downloaded: int = 0
     expected_sha256: str | None = None
+    wanted_sha256: str | None = None  # the SHA-256 the request named (a workflow's hash)
     sha256: str | None = None
     hashing: bool = False  # completed, and the SHA-256 of the installed file is being computed
     path: str | None = None  # relative to the models folder, once completed

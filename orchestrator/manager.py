@@ -26,6 +26,7 @@ from .pipeline.registry import Registry
 from .pipeline.resolving import ResolvePool
 from .pipeline.work import Worker
 from .policy import IPAddress, Policy
+from .roots import ModelRoots, build_roots
 from .vocabulary import vocabulary
 
 
@@ -50,6 +51,7 @@ class Manager:
             announce=Announcer(hub, settings.poll_interval),
             resolve=resolver or sources.resolve,
             resolving=ResolvePool(deadline=settings.resolve_deadline),
+            roots=model_roots(settings),
         )
         self.health = EngineHealth(hub, {"name": engine.name})
         self.worker = Worker(self.ctx)
@@ -141,6 +143,8 @@ class Manager:
             model_type=request.model_type,
             folder=request.folder,
             name=request.name,
+            subfolder=request.subfolder,
+            wanted_sha256=request.sha256,
             overwrite=request.overwrite,
             verify_existing=request.verify_existing,
             request_id=request.request_id,
@@ -212,3 +216,14 @@ class Manager:
         self.ctx.announce.started(live)
         self.worker.prepare(live)
         return job
+
+
+def model_roots(settings: Settings) -> ModelRoots:
+    """The folders each type lives in, from the layout and the UI installs the settings name."""
+    return build_roots(
+        settings.models_dir,
+        settings.layout,
+        comfyui=settings.comfyui,
+        comfyui_extra_paths=settings.comfyui_extra_paths,
+        a1111=settings.a1111,
+    )

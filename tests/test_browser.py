@@ -19,6 +19,7 @@ import requests
 
 from orchestrator.engines.aria2_daemon import aria2c_path
 from tests.conftest import Server
+from tests.fakes import model_files as built
 from tests.fakes.origin import Origin
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -262,12 +263,20 @@ def test_every_link_form_the_readme_lists_is_accepted(page, tmp_path, origin):
 
     with fake_world() as world:
         world.civitai.add_model(4201, "Detail Tweaker")
-        world.civitai.add_version(4201, 130072, [File("tweaker.safetensors", b"L" * 4096, primary=True)])
+        world.civitai.add_version(
+            4201, 130072, [File("tweaker.safetensors", built.opaque_safetensors(b"L" * 4096), primary=True)]
+        )
         world.hub.add_repo("stabilityai/sdxl-vae")
-        world.hub.add_file("stabilityai/sdxl-vae", "sdxl_vae.safetensors", b"V" * 4096)
+        world.hub.add_file(
+            "stabilityai/sdxl-vae", "sdxl_vae.safetensors", built.opaque_safetensors(b"V" * 4096)
+        )
         world.hub.add_repo("someone/data", kind="dataset")
-        world.hub.add_file("someone/data", "x.safetensors", b"D" * 4096, kind="dataset")
-        world.drive.add("1AbCdEfGhIjKlMnOpQrStUvWxYz012345", b"G" * 4096, "drive.safetensors")
+        world.hub.add_file(
+            "someone/data", "x.safetensors", built.opaque_safetensors(b"D" * 4096), kind="dataset"
+        )
+        world.drive.add(
+            "1AbCdEfGhIjKlMnOpQrStUvWxYz012345", built.opaque_safetensors(b"G" * 4096), "drive.safetensors"
+        )
         origin.add_file("/t10/plain.safetensors", 4096)
         server = LiveServer(tmp_path)
         server.env = world.env
@@ -576,3 +585,23 @@ def test_screenshot(page, server, origin, tmp_path):
     target = ROOT / "docs" / "screenshot.png" if update else tmp_path / "shot.png"
     page.screenshot(path=str(target))
     assert target.stat().st_size > 10_000
+
+
+def test_the_files_own_header_is_shown_and_a_contradicted_type_warns(page, shared_server, origin):
+    """A plain link with type auto is filed by its header; a type the header contradicts warns."""
+    server = shared_server
+    flux = built.safetensors_file(built.flux_dit())
+    origin.add_file("/t15/flux-dev.safetensors", data=flux)
+    origin.add_file("/t15/really-a-vae.safetensors", data=built.safetensors_file(built.sd_vae()))
+    open_page(page, server)
+    _, card = submit(page, server, origin.url("/t15/flux-dev.safetensors"), "auto")
+    expect(card).to_have_attribute("data-state", "completed", timeout=20_000)
+    expect(card.locator(".job-facts")).to_contain_text("diffusion model · flux · safetensors")
+    assert (server.models / "diffusion_model" / "flux-dev.safetensors").read_bytes() == flux
+
+    _, card = submit(page, server, origin.url("/t15/really-a-vae.safetensors"), "lora")
+    expect(card).to_have_attribute("data-state", "completed", timeout=20_000)
+    warning = card.locator(".job-warning dd")
+    expect(warning).to_contain_text("looks like a vae")
+    expect(warning).to_contain_text("goes to the lora folder as asked")
+    assert (server.models / "lora" / "really-a-vae.safetensors").exists()

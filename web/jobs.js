@@ -29,7 +29,7 @@ const JOB_FIELDS = [
 // Metadata fields shown in their own way, or never shown.
 const META_SPECIAL = new Set([
   "preview_url", "model_name", "version_name", "base_model", "trained_words", "images",
-  "description",
+  "description", "file", "warnings",
 ]);
 const META_HIDDEN = /token|secret|password|authorization|cookie/i;
 // Already on the card (the source line shows the host), or only useful to programs.
@@ -481,6 +481,12 @@ export class JobList {
     if (isText(info.model_name)) add("Model", info.model_name);
     if (isText(info.version_name)) add("Version", info.version_name);
     if (isText(info.base_model)) add("Base model", info.base_model);
+    const file = describeFileHeader(info.file);
+    if (file) add("File", file);
+    const warnings = Array.isArray(info.warnings) ? info.warnings.filter((w) => isText(w)) : [];
+    for (const warning of warnings.slice(0, 3)) {
+      list.append(el("div", { class: "job-warning" }, [el("dt", { text: "Warning" }), el("dd", { text: shorten(warning, 300) })]));
+    }
     const modelId = Number(info.model_id);
     const versionId = Number(info.version_id);
     const page = Number.isSafeInteger(modelId) && modelId > 0
@@ -537,6 +543,19 @@ export class JobList {
     box.classList.toggle("rich", box.querySelector("img, .job-trained") !== null);
     show(box, box.childElementCount > 0);
   }
+}
+
+/** What the file's own header said ("diffusion model · Flux"), or why it said nothing. */
+export function describeFileHeader(file) {
+  if (!isObject(file)) return null;
+  const finding = isObject(file.finding) ? file.finding : null;
+  if (finding && isText(finding.kind)) {
+    const parts = [finding.kind.replaceAll("_", " ")];
+    if (isText(finding.family)) parts.push(finding.family);
+    if (isText(finding.format)) parts.push(finding.format);
+    return parts.join(" · ");
+  }
+  return isText(file.detail) ? shorten(file.detail, 200) : null;
 }
 
 /** The file name, or the last part of the link until the server has named the file. */

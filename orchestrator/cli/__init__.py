@@ -36,6 +36,10 @@ GET_FLAGS = (
     "resolve-deadline",
     "keep-partial",
     "ipv6",
+    "comfyui",
+    "comfyui-extra-paths",
+    "a1111",
+    "subfolder-template",
     "log-level",
 )
 DOCTOR_FLAGS = ("models-dir", "state-dir", "engine", "aria2-rpc-url", "aria2-secret", "ipv6", "log-level")

@@ -59,8 +59,8 @@ def collect(args: argparse.Namespace) -> tuple[list[Item], list[Outcome]]:
         )
     if args.urls and not args.type:
         raise CliError(
-            "no model type: pass --type (for example --type lora, or --type auto for CivitAI "
-            "links); in a batch file, write the type after the link",
+            "no model type: pass --type (for example --type lora, or --type auto to let "
+            "the file's header or CivitAI say); in a batch file, write the type after the link",
             2,
         )
     items: list[Item] = []

@@ -49,12 +49,15 @@ class Item:
     url: str
     model_type: str
     name: str | None = None
+    subfolder: str = ""  # inside the type's folder, from a name like `SDXL/styles/file.safetensors`
 
     def request(self, credentials: Credentials, overwrite: bool) -> dict[str, Any]:
         """The body the manager (or POST /api/downloads) takes; tokens only when set."""
         body: dict[str, Any] = {"url": self.url, "type": self.model_type, "overwrite": overwrite}
         if self.name:
             body["name"] = self.name
+        if self.subfolder:
+            body["subfolder"] = self.subfolder
         if credentials.civitai:
             body["civitai_token"] = credentials.civitai
         if credentials.huggingface:
@@ -128,16 +131,19 @@ def check_item(order: int, where: str, url: str | None, model_type: str | None, 
             raise BadLine(error.message) from None
         raise BadLine("no model type: write one after the link, or pass --type")
     wanted = model_type.strip().lower()
+    subfolder, _, name = (name or "").replace("\\", "/").rpartition("/")
     try:
-        request = intake.parse_download({"url": url, "type": wanted, "name": name}, "default")
+        request = intake.parse_download(
+            {"url": url, "type": wanted, "name": name or None, "subfolder": subfolder}, "default"
+        )
     except OrchestratorError as error:
         if error.code == "unknown_type":
             known = ", ".join(MODEL_TYPES)
             raise BadLine(
-                f"unknown type {model_type[:40]!r} (known: {known}; or auto for CivitAI links)"
+                f"unknown type {model_type[:40]!r} (known: {known}; or auto: the file or the service says)"
             ) from None
         raise BadLine(error.message) from None
-    return Item(order, where, request.url, wanted, request.name)
+    return Item(order, where, request.url, wanted, request.name, request.subfolder)
 
 
 def parse_batch(

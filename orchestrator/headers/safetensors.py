@@ -67,9 +67,10 @@ def parse(data: bytes, file_size: int | None = None) -> Header | NeedMore:
     (length,) = struct.unpack_from("<Q", data)
     if len(data) > LENGTH_BYTES and data[LENGTH_BYTES] != ord("{"):
         raise _not_safetensors("its header does not start with '{'")
+    too_long = file_size is not None and file_size > LENGTH_BYTES and LENGTH_BYTES + length > file_size
+    if len(data) == LENGTH_BYTES and (length > MAX_HEADER_SIZE or too_long):
+        return NeedMore(LENGTH_BYTES + 1)  # one more byte tells "not safetensors" from a damaged header
     if length > MAX_HEADER_SIZE:
-        if len(data) == LENGTH_BYTES:
-            return NeedMore(LENGTH_BYTES + 1)  # one more byte tells "not safetensors" from "too large"
         raise bad_header(
             "header_too_large",
             f"The file says its safetensors header is {length} bytes; more than "

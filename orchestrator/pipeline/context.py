@@ -12,6 +12,7 @@ from ..egress import EgressProxy
 from ..errors import OrchestratorError
 from ..jobs import Job, State
 from ..policy import Policy
+from ..roots import ModelRoots
 from ..sources import Credentials, Resolved
 from .announce import Announcer
 from .engine import EngineCalls
@@ -29,6 +30,7 @@ class Context:
     announce: Announcer
     resolve: Resolver
     resolving: ResolvePool
+    roots: ModelRoots
     egress: EgressProxy | None = None
 
     def move(self, live: LiveJob, state: State) -> None:
@@ -70,10 +72,33 @@ class Context:
     def staged(self, job: Job) -> Path:
         return self.staging(job) / (job.filename or "")
 
+    def kind(self, job: Job) -> str:
+        """The type a job is filed as: the one asked for, or the one its link said (auto)."""
+        return job.kind or job.model_type
+
+    def type_folder(self, job: Job) -> Path:
+        """Where the job's type lives (the download folder of its roots), with its subfolder. A
+        folder in the models folder is checked anew each time: a symlink planted since must not
+        lead outside (files.model_folder)."""
+        base = self.roots.default(self.kind(job))
+        models = self.settings.models_dir
+        if base == models or models in base.parents:
+            base = files.model_folder(models, base.relative_to(models).as_posix())
+        folder = (base / job.subfolder) if job.subfolder else base
+        if job.subfolder and base.resolve() not in folder.resolve().parents:
+            raise OrchestratorError("invalid_subfolder", f"{job.subfolder!r} leads outside its type folder.")
+        return folder
+
+    def shown_folder(self, job: Job) -> str:
+        """The folder as people see it: relative to the models folder, or absolute on another disk."""
+        folder = self.type_folder(job)
+        models = self.settings.models_dir.resolve()
+        return folder.relative_to(models).as_posix() if folder.is_relative_to(models) else str(folder)
+
     def target(self, job: Job) -> Path:
         if not job.filename:
             raise ValueError(f"job {job.id} has no filename yet")
-        return files.model_folder(self.settings.models_dir, job.folder) / job.filename
+        return self.type_folder(job) / job.filename
 
     def has_staged_bytes(self, job: Job) -> bool:
         staged = self.staged(job)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import stat
@@ -17,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec
 
-from .. import bounds, files, sidecars, sources
+from .. import bounds, files, headers, net, roots, sidecars, sources
 from ..config import AUTO_TYPE, MODEL_TYPES, folder_for
 from ..engines.base import Transfer
 from ..errors import OrchestratorError
+from ..headers import RemoteFinding
 from ..jobs import Job, State
 from ..sources import Resolved
 from . import space
@@ -46,6 +48,7 @@ class Completed:
     sha256: str | None  # None: no source published one, it is computed after `success`
     already_present: bool
     compared: str | None = None  # an already present file: "sha256", or only "name and size"
+    path: str | None = None  # where it was found, when not at the job's own target
 
 
 @dataclass(frozen=True)
@@ -88,11 +91,17 @@ async def prepare(ctx: Context, live: LiveJob, paused: bool = False) -> Outcome:
     url = sources.pin(job.url, job.metadata) if ctx.has_staged_bytes(job) else job.url
     resolved = await ctx.resolving.run(ctx.resolve, url, live.credentials, ctx.policy_for(job))
     _describe(ctx, live, resolved)
-    target = ctx.target(job)
-    if target.exists():
-        present = await _already_there(ctx, live, target)
+    _apply_subfolder_template(ctx, job, resolved)
+    if job.model_type != AUTO_TYPE:  # the folder is known: a file in place needs no header read
+        job.folder = ctx.shown_folder(job)
+        present = await _in_place(ctx, live)
         if present:
             return present
+    found = await _read_header(ctx, job, resolved)
+    _file_by_kind(ctx, live, resolved, found)
+    present = await _in_place(ctx, live)
+    if present:
+        return present
     await _discard_unproven_bytes(ctx, job)
     have = ctx.staged(job).stat().st_size if ctx.staged(job).exists() else 0
     await asyncio.to_thread(space.make_room, ctx, (job.size or 0) - have)
@@ -148,26 +157,122 @@ def _describe(ctx: Context, live: LiveJob, resolved: Resolved) -> None:
     )
     job.source = resolved.source
     job.size = resolved.size or job.size
-    job.expected_sha256 = (resolved.sha256 or "").lower() or None
+    job.expected_sha256 = _expected_sha256(job, resolved)
     # one job's metadata is stored and sent in every client's hello: kept small whatever was said
     job.metadata = bounds.bounded_metadata(resolved.metadata) or job.metadata
     if first_time:
         ctx.announce.started(live)
         if job.metadata:
             ctx.announce.event(live, "metadata", info=job.metadata)
+
+
+def _apply_subfolder_template(ctx: Context, job: Job, resolved: Resolved) -> None:
+    """`--subfolder-template` (e.g. `{base_model}`) for a download that names no subfolder."""
+    template = ctx.settings.subfolder_template
+    if not template or job.subfolder:
+        return
+    facts: dict[str, str | None] = {
+        "base_model": job.metadata.get("base_model"),
+        "model_name": job.metadata.get("model_name"),
+        "model_type": job.metadata.get("model_type"),
+        "source": resolved.source,
+    }
+    if isinstance(job.metadata.get("repo"), str):
+        facts.update(roots.repo_facts(job.metadata["repo"]))
+    job.subfolder = roots.subfolder_from_template(template, facts)
+
+
+def _expected_sha256(job: Job, resolved: Resolved) -> str | None:
+    """What the source publishes, else what the request named (a workflow's hash); both must agree."""
+    published = (resolved.sha256 or "").lower() or None
+    if published and job.wanted_sha256 and published != job.wanted_sha256:
+        raise OrchestratorError(
+            "checksum_mismatch",
+            f"The SHA-256 this download was asked with ({job.wanted_sha256[:12]}...) is not the one the "
+            f"source publishes for the file ({published[:12]}...); it was not fetched.",
+            409,
+        )
+    return published or job.wanted_sha256
+
+
+# -- what the file is ------------------------------------------------------------------------------
+
+HEADER_NAMES = (".safetensors", ".sft", ".gguf")  # files that describe themselves in their first bytes
+# A header that is there but wrong: the file is damaged or lies about what it is, so no byte of
+# it is fetched (a header that cannot be read at all only loses the type hint).
+DAMAGED_HEADER = frozenset(
+    {"header_too_large", "header_invalid", "header_truncated", "header_offsets_invalid", "gguf_invalid"}
+)
+
+
+async def _read_header(ctx: Context, job: Job, resolved: Resolved) -> RemoteFinding | None:
+    """The file's own header (two small ranged reads), before a byte of its body is fetched."""
+    name = (job.filename or "").lower()
+    if not name.endswith(HEADER_NAMES) and "." in name.rsplit("/", 1)[-1]:
+        return None  # a .ckpt, a .pt: pickles say nothing before they are loaded
+    extra = dict(line.split(": ", 1) for line in resolved.headers if ": " in line)
+
+    def read() -> RemoteFinding:
+        with net.session(ctx.policy_for(job)) as session:
+            return headers.fetch_finding(session, resolved.urls[0], extra)
+
+    try:
+        found = await ctx.resolving.run(read)
+    except OrchestratorError as error:
+        if error.code == "blocked_target" or error.code in DAMAGED_HEADER:
+            raise
+        log.info("job %s: the file's header could not be read: %s", job.id, error.code)
+        note = {"status": "unreadable", "detail": error.message, "finding": None}
+        job.metadata = bounds.bounded_metadata({**job.metadata, "file": note})
+        return None
+    if found.status == "unknown_format" and name.endswith(HEADER_NAMES):
+        kind = "GGUF" if name.endswith(".gguf") else "safetensors"
+        raise OrchestratorError(
+            "not_gguf" if kind == "GGUF" else "not_safetensors",
+            f"{job.filename} is named as a {kind} file but is not one: {found.detail} "
+            "Nothing was downloaded.",
+            422,
+        )
+    job.metadata = bounds.bounded_metadata({**job.metadata, "file": found.public()})
+    return found
+
+
+def _file_by_kind(ctx: Context, live: LiveJob, resolved: Resolved, found: RemoteFinding | None) -> None:
+    """The type the job is filed as, and its folder. `auto` takes the service's word, corrected by
+    the file's own header (a CivitAI "Checkpoint" that holds only a diffusion model goes where a
+    UI loads diffusion models); an explicit type the header contradicts gets a warning."""
+    job = live.job
+    said = found.finding.kind if found and found.finding else None
     if job.model_type == AUTO_TYPE:
-        job.folder = _auto_folder(ctx, resolved)
+        job.kind = _auto_kind(resolved, said, found)
+    elif said and said != job.model_type:
+        evidence = found.finding.evidence if found and found.finding else ""
+        warning = (
+            f"The file looks like a {said.replace('_', ' ')} ({evidence}), but it was asked for as a "
+            f"{job.model_type.replace('_', ' ')}: it goes to the "
+            f"{folder_for(job.model_type, ctx.settings.layout)} folder as asked."
+        )
+        job.metadata = bounds.bounded_metadata({**job.metadata, "warnings": [warning]})
+        ctx.announce.event(live, "warning", message=warning)
+    job.folder = ctx.shown_folder(job)
+    if "file" in job.metadata:
+        ctx.announce.event(live, "metadata", info=job.metadata)
 
 
-def _auto_folder(ctx: Context, resolved: Resolved) -> str:
-    """The folder for the type the source gave (CivitAI: LORA -> lora, ...)."""
-    if resolved.model_type in MODEL_TYPES:
-        return folder_for(resolved.model_type, ctx.settings.layout)
-    said = resolved.metadata.get("model_type")
-    kind = f" ({said})" if said else ""
+def _auto_kind(resolved: Resolved, said: str | None, found: RemoteFinding | None) -> str:
+    service = resolved.model_type if resolved.model_type in MODEL_TYPES else None
+    if service == "checkpoint" and said == "diffusion_model":
+        return "diffusion_model"  # Flux, Wan, Qwen... uploads filed under CivitAI's "Checkpoint"
+    if service or said:
+        return service or str(said)
+    what = resolved.metadata.get("model_type")
+    why = (
+        f"its type ({what}) has no folder here"
+        if what
+        else (found.detail if found else "its name does not say, and it has no header to read")
+    )
     raise OrchestratorError(
-        "type_required",
-        f"This model's type{kind} has no folder here; pick a model type instead of auto.",
+        "type_required", f"This link does not say what kind of model it is: {why}; pick a type."
     )
 
 
@@ -180,6 +285,26 @@ async def _start_transfer(ctx: Context, job: Job, transfer: Transfer) -> None:
         with contextlib.suppress(Exception):
             job.handle = await start
         raise
+
+
+async def _in_place(ctx: Context, live: LiveJob) -> Completed | None:
+    """The file in place: at the target, or in another folder the UI reads that type from
+    (ComfyUI's extra model paths, an A1111 install's extra folders)."""
+    job = live.job
+    target = ctx.target(job)
+    if target.exists():
+        return await _already_there(ctx, live, target)
+    if job.overwrite or not job.filename:
+        return None
+    relative = f"{job.subfolder}/{job.filename}" if job.subfolder else job.filename
+    for elsewhere in roots.find_present(ctx.roots, ctx.kind(job), relative):
+        try:
+            present = await _already_there(ctx, live, elsewhere)
+        except OrchestratorError:  # another file of that name there: not ours to judge
+            continue
+        if present:
+            return dataclasses.replace(present, path=str(elsewhere))
+    return None
 
 
 async def _already_there(ctx: Context, live: LiveJob, target: Path) -> Completed | None:

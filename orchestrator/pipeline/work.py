@@ -162,7 +162,7 @@ class Worker:
         job = live.job
         job.size = job.downloaded = done.size
         job.sha256 = done.sha256
-        job.path = f"{job.folder}/{job.filename}"
+        job.path = done.path or f"{job.folder}/{job.filename}"
         job.rate, job.eta = 0.0, None
         job.hashing = done.sha256 is None and not done.already_present
         self.ctx.move(live, State.COMPLETED)

@@ -30,6 +30,25 @@ _DTYPE_SIZES = {"F16": 2, "BF16": 2, "F32": 4, "U8": 1, "I64": 8}
 # -- the two formats -----------------------------------------------------------------------------
 
 
+def opaque_safetensors(body: bytes) -> bytes:
+    """`body`'s size and most of its bytes, made a real safetensors file: one U8 tensor holding
+    the rest. For tests that need a valid file of a given size (the app refuses a
+    `.safetensors` whose header is not one); too small to hold a header, `body` is returned."""
+    size = len(body)
+    widest = _one_tensor_header(size)  # the header's length with the most digits it can need
+    tensor = size - 8 - len(widest)
+    if tensor <= 0:
+        return body
+    text = _one_tensor_header(tensor).ljust(len(widest), b" ")  # the format allows space padding
+    header = len(text).to_bytes(8, "little") + text
+    return header + body[len(header) :]
+
+
+def _one_tensor_header(length: int) -> bytes:
+    entry = {"dtype": "U8", "shape": [length], "data_offsets": [0, length]}
+    return json.dumps({"data": entry}, separators=(",", ":")).encode()
+
+
 def safetensors_file(
     tensors: Mapping[str, Sequence[int]],
     metadata: Mapping[str, str] | None = None,

@@ -25,6 +25,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
+from tests.fakes.model_files import opaque_safetensors
+
 # Unthrottled bodies go out in slices so a stop() or a drop can interrupt a 64 MiB send.
 _WRITE_CHUNK = 256 * 1024
 # Throttled bodies use small slices so the byte rate is smooth rather than bursty.
@@ -127,7 +129,10 @@ def parse_range(header: str | None, total: int) -> tuple[int, int] | None:
 def _make_bytes(path: str, size: int, seed: int | None) -> bytes:
     # crc32 rather than hash(): str hashes are salted per process, and tests want stable bytes.
     actual_seed = seed if seed is not None else zlib.crc32(path.encode())
-    return random.Random(actual_seed).randbytes(size)
+    body = random.Random(actual_seed).randbytes(size)
+    # a real safetensors file whatever the name: the app refuses a .safetensors that is not one,
+    # and a Content-Disposition may name any path so
+    return opaque_safetensors(body)
 
 
 def _norm_path(path: str) -> str:

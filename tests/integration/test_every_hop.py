@@ -96,9 +96,9 @@ def test_a_metalink_only_the_engine_sees_is_not_followed_and_not_installed(serve
         "<?xml version='1.0' encoding='UTF-8'?><metalink xmlns='urn:ietf:params:xml:ns:metalink'>"
         f"<file name='hidden.bin'><url>{origin.url('/hidden.bin')}</url></file></metalink>"
     ).encode()
-    public.add_file("/meta.safetensors", data=metalink, content_type="application/octet-stream")
+    public.add_file("/meta.bin", data=metalink, content_type="application/octet-stream")
     server = guarded_server(server_factory, "aria2")
-    job = server.submit(public.url("/meta.safetensors"), "lora")
+    job = server.submit(public.url("/meta.bin"), "lora")
     done = server.wait_for(job["id"], {"failed", "completed"})
     assert done["state"] == "failed" and done["error"]["code"] == "not_a_file", done
     assert origin.requests_for("/hidden.bin") == []

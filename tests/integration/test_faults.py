@@ -127,11 +127,11 @@ def quick_giving_up_conf(tmp_path: Path) -> Path:
 def test_origin_gone_fails_keeps_partial_data_then_retry_finishes(server_factory, tmp_path):
     origin = Origin("127.0.0.1").start()
     port = origin.port
-    data = origin.add_file("/gone.bin", 16 * MiB, rate=512 * 1024)
+    data = origin.add_file("/gone.bin", 16 * MiB, rate=128 * 1024)  # per connection: 2 MiB/s over 16
     conf = quick_giving_up_conf(tmp_path)
     server = server_factory(env={"ORCHESTRATOR_ARIA2_CONF": str(conf)})
     job = server.submit(origin.url("/gone.bin"), "lora")
-    server.wait_until(job["id"], lambda j: j["downloaded"] > 8 * MiB)
+    server.wait_until(job["id"], lambda j: j["downloaded"] > 6 * MiB)
     origin.stop()
 
     failed = server.wait_for(job["id"], {"failed"}, timeout=90)
@@ -147,14 +147,14 @@ def test_origin_gone_fails_keeps_partial_data_then_retry_finishes(server_factory
         done = server.wait_for(job["id"], {"completed", "failed"}, timeout=90)
         assert done["state"] == "completed", done
         assert (server.models / "lora" / "gone.bin").read_bytes() == data
-        assert back.stats("/gone.bin")["bytes_sent"] < len(data) - 4 * MiB  # resumed
+        assert back.stats("/gone.bin")["bytes_sent"] < len(data) - 2 * MiB  # resumed, not begun again
     finally:
         back.stop()
 
 
 def test_cancel_of_a_failed_job_removes_its_partial_data(server_factory, tmp_path):
     origin = Origin("127.0.0.1").start()
-    origin.add_file("/gone2.bin", 16 * MiB, rate=512 * 1024)
+    origin.add_file("/gone2.bin", 16 * MiB, rate=128 * 1024)
     server = server_factory(env={"ORCHESTRATOR_ARIA2_CONF": str(quick_giving_up_conf(tmp_path))})
     job = server.submit(origin.url("/gone2.bin"), "lora")
     server.wait_until(job["id"], lambda j: j["downloaded"] > MiB)

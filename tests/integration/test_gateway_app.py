@@ -18,6 +18,7 @@ import requests
 
 from tests.conftest import needs_aria2
 from tests.fakes.civitai import File
+from tests.fakes.model_files import opaque_safetensors
 from tests.fakes.world import fake_world
 
 pytestmark = [pytest.mark.integration, needs_aria2]
@@ -77,7 +78,7 @@ def test_a_plain_link_for_a_type_folder_becomes_a_job_and_the_client_follows_its
 def test_a_civitai_link_added_through_the_gateway_lands_in_its_folder_with_its_sidecars(
     world, server_factory
 ):
-    data = b"L" * MiB
+    data = opaque_safetensors(b"L" * MiB)
     world.civitai.add_model(100, "Film Look", "LORA")
     world.civitai.add_version(100, 200, [File("film.safetensors", data, primary=True)])
     server = server_factory(env=world.env)

@@ -42,7 +42,8 @@ def gid_of(server, job_id: str) -> str:
 
 def aria2p_cli(server, *words: str) -> None:
     command = [str(ARIA2P), "-H", "http://127.0.0.1", "-p", str(server.aria2_port), "-s", secret_of(server)]
-    subprocess.run([*command, *words], check=True, capture_output=True, timeout=30)
+    done = subprocess.run([*command, *words], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, f"aria2p {' '.join(words)} failed: {done.stdout}{done.stderr}"
 
 
 def sha256(data: bytes) -> str:
@@ -56,7 +57,7 @@ def installed(server, folder: str, name: str) -> bytes:
 def test_a_download_removed_with_aria2ps_cli_is_cancelled_and_a_retry_installs_the_real_bytes(
     server_factory, origin
 ):
-    data = origin.add_file("/plain.safetensors", 32 * MiB, rate=2 * MiB)
+    data = origin.add_file("/plain.safetensors", 32 * MiB, rate=128 * 1024)  # per connection: 2 MiB/s over 16
     server = server_factory()
     job = server.submit(origin.url("/plain.safetensors"), "lora")
     server.wait_until(job["id"], lambda j: j["downloaded"] > 8 * MiB)
@@ -79,7 +80,7 @@ def test_a_download_removed_with_aria2ps_cli_is_cancelled_and_a_retry_installs_t
 
 def test_a_remove_then_clear_stopped_in_a_web_front_end_is_not_undone(server_factory, origin):
     """AriaNg's "remove" then "clear stopped": aria2.remove, then removeDownloadResult."""
-    origin.add_file("/undone.safetensors", 32 * MiB, rate=2 * MiB)
+    origin.add_file("/undone.safetensors", 32 * MiB, rate=128 * 1024)  # per connection: 2 MiB/s over 16
     server = server_factory()
     job = server.submit(origin.url("/undone.safetensors"), "lora")
     server.wait_until(job["id"], lambda j: j["downloaded"] > 4 * MiB)
@@ -97,7 +98,9 @@ def test_a_remove_then_clear_stopped_in_a_web_front_end_is_not_undone(server_fac
 def test_a_lost_control_file_under_a_preallocated_file_means_starting_over_after_a_restart(
     server_factory, origin, tmp_path
 ):
-    data = origin.add_file("/restart.safetensors", 32 * MiB, rate=2 * MiB)
+    data = origin.add_file(
+        "/restart.safetensors", 32 * MiB, rate=128 * 1024
+    )  # per connection: 2 MiB/s over 16
     server = server_factory()
     job = server.submit(origin.url("/restart.safetensors"), "checkpoint")
     server.wait_until(job["id"], lambda j: j["downloaded"] > 8 * MiB)
@@ -128,7 +131,7 @@ def test_an_outside_clients_download_without_a_dir_lands_in_sight_not_in_staging
 
 
 def test_a_paused_job_shows_its_progress_after_a_restart(server_factory, origin, tmp_path):
-    origin.add_file("/paused.safetensors", 32 * MiB, rate=2 * MiB)
+    origin.add_file("/paused.safetensors", 32 * MiB, rate=128 * 1024)  # per connection: 2 MiB/s over 16
     server = server_factory()
     job = server.submit(origin.url("/paused.safetensors"), "lora")
     server.wait_until(job["id"], lambda j: j["downloaded"] > 4 * MiB)

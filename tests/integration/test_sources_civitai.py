@@ -9,6 +9,7 @@ import pytest
 
 from tests.conftest import Server, needs_aria2
 from tests.fakes.civitai import JPEG, TOKEN, File
+from tests.fakes.model_files import opaque_safetensors
 from tests.fakes.world import World, fake_world
 
 pytestmark = [pytest.mark.integration, needs_aria2]
@@ -17,7 +18,8 @@ MiB = 1024 * 1024
 
 
 def blob(size: int, seed: int) -> bytes:
-    return hashlib.sha256(str(seed).encode()).digest() * (size // 32)
+    """A real safetensors file of `size` bytes, different per seed."""
+    return opaque_safetensors(hashlib.sha256(str(seed).encode()).digest() * (size // 32))
 
 
 def is_event(job_id: str, *statuses: str):
@@ -281,17 +283,17 @@ def test_a_missing_preview_does_not_fail_the_download(world: World, server_facto
     assert server.model_files() == ["lora/np.civitai.info", "lora/np.json", "lora/np.safetensors"]
 
 
-def test_auto_is_offered_and_refused_for_links_that_cannot_say_their_type(world: World, server_factory):
+def test_auto_is_offered_for_every_link_and_refused_only_when_nothing_says_the_type(
+    world: World, server_factory, origin
+):
+    """CivitAI says the type; other links are filed by the file's own header; a link whose file
+    has none (a pickle .ckpt) fails with type_required, saying so."""
+    origin.add_file("/old.ckpt", 4096)
     server = server_factory(env=world.env)
     types = server.api("GET", "/api/types").json()["types"]
     auto = next(t for t in types if t["name"] == "auto")
-    assert "CivitAI" in auto["description"]
-    for url in (
-        "https://example.com/model.safetensors",
-        "acme/sd/model.safetensors",
-        "https://drive.google.com/file/d/1AbCdEfGhIjKlMnOpQrStUvWxYz/view",
-    ):
-        answer = server.api("POST", "/api/downloads", json={"url": url, "type": "auto"})
-        assert answer.status_code == 400
-        assert answer.json()["error"]["code"] == "type_required"
-    assert server.api("GET", "/api/downloads").json()["jobs"] == []
+    assert "CivitAI" in auto["description"] and "header" in auto["description"]
+    job = server.submit(origin.url("/old.ckpt"), "auto")
+    failed = server.wait_for(job["id"], {"failed", "completed"})
+    assert failed["error"]["code"] == "type_required", failed
+    assert server.model_files() == []

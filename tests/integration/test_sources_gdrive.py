@@ -7,6 +7,7 @@ import hashlib
 import pytest
 
 from tests.conftest import needs_aria2
+from tests.fakes.model_files import opaque_safetensors
 from tests.fakes.world import World, fake_world
 
 pytestmark = [pytest.mark.integration, needs_aria2]
@@ -22,7 +23,7 @@ def world():
 
 
 def test_a_large_shared_file_passes_the_confirmation_and_aria2_gets_its_cookie(world: World, server_factory):
-    data = hashlib.sha256(b"drive").digest() * (6 * MiB // 32)
+    data = opaque_safetensors(hashlib.sha256(b"drive").digest() * (6 * MiB // 32))
     world.drive.add(FILE_ID, data, "réaliste.safetensors", large=True)
     server = server_factory(env=world.env)
     job = server.submit(f"https://drive.google.com/file/d/{FILE_ID}/view?usp=sharing", "checkpoint")

@@ -9,6 +9,7 @@ import pytest
 
 from tests.conftest import Server, needs_aria2
 from tests.fakes.huggingface import TOKEN
+from tests.fakes.model_files import opaque_safetensors
 from tests.fakes.world import World, fake_world
 
 pytestmark = [pytest.mark.integration, needs_aria2]
@@ -17,7 +18,8 @@ MiB = 1024 * 1024
 
 
 def blob(size: int, seed: int) -> bytes:
-    return hashlib.sha256(str(seed).encode()).digest() * (size // 32)
+    """A real safetensors file of `size` bytes, different per seed."""
+    return opaque_safetensors(hashlib.sha256(str(seed).encode()).digest() * (size // 32))
 
 
 @pytest.fixture

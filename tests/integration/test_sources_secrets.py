@@ -10,6 +10,7 @@ import pytest
 from tests.conftest import needs_aria2
 from tests.fakes import civitai, huggingface
 from tests.fakes.civitai import File
+from tests.fakes.model_files import opaque_safetensors
 from tests.fakes.world import World, fake_world
 
 pytestmark = [pytest.mark.integration, needs_aria2]
@@ -37,10 +38,13 @@ def what_aria2_holds(server) -> str:
 def test_tokens_never_leave_the_api_hosts(world: World, server_factory, connect):
     world.civitai.add_model(700, "Secret Style", "LORA")
     world.civitai.add_version(
-        700, 701, [File("secret.safetensors", b"c" * 8 * MiB, primary=True)], needs_token=True
+        700,
+        701,
+        [File("secret.safetensors", opaque_safetensors(b"c" * 8 * MiB), primary=True)],
+        needs_token=True,
     )
     world.hub.add_repo("acme/private", private=True)
-    world.hub.add_file("acme/private", "unet.safetensors", b"h" * 2 * MiB)
+    world.hub.add_file("acme/private", "unet.safetensors", opaque_safetensors(b"h" * 2 * MiB))
     world.storage.rate = 256 * 1024  # CivitAI's file is still moving when aria2 is inspected
     server = server_factory("--log-level", "debug", env=world.env)
     client = connect(server)

@@ -127,7 +127,6 @@ def test_empty_list(app: App) -> None:
         (b"[1, 2]", 400, "invalid_message"),
         (b'"a string"', 400, "invalid_message"),
         (json.dumps({"url": "https://h.example/m.bin", "type": "../x"}).encode(), 400, "unknown_type"),
-        (json.dumps({"url": "https://h.example/m.bin", "type": "auto"}).encode(), 400, "type_required"),
         (json.dumps({"url": "https://h.example/m.bin"}).encode(), 400, "unknown_type"),
         (json.dumps({"url": "", "type": "lora"}).encode(), 400, "empty_url"),
         (json.dumps({"url": "ftp://h.example/m", "type": "lora"}).encode(), 400, "unsupported_scheme"),

@@ -49,6 +49,19 @@ def test_bad_lines_are_reported_by_number_and_the_rest_kept():
     assert all(o.state == "invalid" and not o.ok for o in bad)
 
 
+def test_a_name_with_folders_files_it_in_a_subfolder_checked_like_the_api():
+    items, bad = parse(
+        "https://cdn.example/a.bin lora SDXL/styles/ink.safetensors\n"
+        "https://cdn.example/b.bin lora ../../etc/x.safetensors\n"
+        "https://cdn.example/c.bin lora " + "/".join(["d"] * 50) + "/c.safetensors\n"
+    )
+    assert [(i.subfolder, i.name) for i in items] == [("SDXL/styles", "ink.safetensors")]
+    assert items[0].request(Credentials(), False)["subfolder"] == "SDXL/styles"
+    messages = {o.where: o.error for o in bad}
+    assert "not a usable subfolder: '.' and '..' are not folder names" in messages["models.txt:2"]
+    assert "not a usable subfolder: it is more than 4 folders deep" in messages["models.txt:3"]
+
+
 def test_default_type_fills_lines_without_one():
     items, bad = parse("https://cdn.example/a.bin\nhttps://cdn.example/b.bin vae\n", default_type="lora")
     assert bad == [] and [i.model_type for i in items] == ["lora", "vae"]

@@ -131,6 +131,19 @@ def test_flags_win_over_environment(clean_env: pytest.MonkeyPatch) -> None:
     assert settings.layout == "a1111"
 
 
+def test_an_install_holds_the_models_folder_unless_one_is_named(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Staging beside the install's models makes the install one rename, not a copy."""
+    settings = settings_from_args(parse(["--comfyui", str(tmp_path / "ComfyUI")]))
+    assert settings.models_dir == tmp_path / "ComfyUI" / "models"
+    assert settings.staging_dir == tmp_path / "ComfyUI" / "models" / ".staging"
+    settings = settings_from_args(parse(["--a1111", str(tmp_path / "webui")]))
+    assert settings.models_dir == tmp_path / "webui" / "models"
+    named = settings_from_args(parse(["--comfyui", str(tmp_path / "C"), "--models-dir", str(tmp_path / "m")]))
+    assert named.models_dir == tmp_path / "m"
+
+
 def test_home_is_expanded(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     clean_env.setenv("HOME", str(tmp_path))
     settings = settings_from_args(parse(["--models-dir", "~/models"]))

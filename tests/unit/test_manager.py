@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator import headers
 from orchestrator.config import Settings
 from orchestrator.engines.base import (
     ACTIVE,
@@ -28,6 +29,7 @@ from orchestrator.engines.base import (
 )
 from orchestrator.errors import OrchestratorError
 from orchestrator.events import Hub
+from orchestrator.headers.remote import RemoteFinding
 from orchestrator.jobs import Job, JobStore, State
 from orchestrator.manager import Manager
 from orchestrator.policy import Policy
@@ -165,6 +167,16 @@ class World:
     async def close(self) -> None:
         await self.manager.stop()
         self.store.close()
+
+
+NO_RANGES = RemoteFinding("no_range_support", "files.example does not serve byte ranges.")
+
+
+@pytest.fixture(autouse=True)
+def header_reads_answer_without_ranges(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fake files.example has no server: its header reads say what a server without Range
+    support would (the header tests in tests/integration use real servers)."""
+    monkeypatch.setattr(headers, "fetch_finding", lambda *args, **kwargs: NO_RANGES)
 
 
 def make_world(
@@ -331,7 +343,7 @@ def test_completed_transfer_is_verified_and_filed(tmp_path: Path) -> None:
             "sha256": SHA,
         }
         metadata = world.last(job, "metadata")
-        assert metadata["data"]["info"] == {"host": "files.example"}
+        assert metadata["data"]["info"] == {"host": "files.example", "file": NO_RANGES.public()}
         # the stored row agrees
         [stored] = world.store.load_all()
         assert stored.state == State.COMPLETED
