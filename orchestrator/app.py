@@ -19,6 +19,11 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import __version__, messages
+from .bodies import MAX_MESSAGE_BYTES, parse_json, read_limited, strict_json
+from .bundles.api import routes as bundle_routes
+from .bundles.hf_folder import parse_folder
+from .bundles.model import BundleStore
+from .bundles.service import BundleService
 from .config import Settings
 from .engines import EngineChoice, choose_engine
 from .engines.aria2 import Aria2Engine
@@ -36,7 +41,6 @@ from .security import AccessGuard, new_access_token, request_exposed
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE_BYTES = 64 * 1024
 ACTIONS = ("cancel", "pause", "resume", "retry")
 DAEMON_CHECK_SECONDS = 2.0
 
@@ -97,11 +101,12 @@ def create_app(settings: Settings, choice: EngineChoice | None = None) -> Starle
         return JSONResponse({"jobs": manager().snapshot()})
 
     async def create_download(request: Request) -> Response:
-        body = await _read_limited(request)
-        try:
-            data = strict_json(body)
-        except (ValueError, RecursionError):  # bad JSON, bad UTF-8, NaN, nesting past the stack
-            raise OrchestratorError("invalid_json", "The request body is not valid JSON.") from None
+        data = parse_json(await read_limited(request))
+        if is_folder_link(data):
+            made = await state["bundles"].create(
+                {"kind": "hf_folder", **data}, exposed=request_exposed(request.scope)
+            )
+            return JSONResponse({"bundle": state["bundles"].detail(made.id)}, status_code=201)
         job, created = await manager().submit(
             data,
             request_id=data.get("id") if isinstance(data, dict) else None,
@@ -129,7 +134,7 @@ def create_app(settings: Settings, choice: EngineChoice | None = None) -> Starle
         return JSONResponse({"models": listing})
 
     async def websocket(socket: WebSocket) -> None:
-        await _serve_socket(socket, manager(), state["hub"], settings)
+        await _serve_socket(socket, manager(), state["bundles"], state["hub"])
 
     async def jsonrpc_http(request: Request) -> Response:
         gateway = state.get("gateway")
@@ -160,6 +165,7 @@ def create_app(settings: Settings, choice: EngineChoice | None = None) -> Starle
         Route("/api/downloads/{job_id}", one_download, methods=["GET"]),
         Route("/api/downloads/{job_id}", delete_download, methods=["DELETE"]),
         Route("/api/downloads/{job_id}/{action}", act_on_download, methods=["POST"]),
+        *bundle_routes(lambda: state["bundles"]),
         WebSocketRoute("/ws", websocket),
         # aria2's own JSON-RPC for AriaNg and aria2p, with the app's access rules (gateway/)
         Route(RPC_PATH, jsonrpc_http, methods=["GET", "POST", "OPTIONS"]),
@@ -185,7 +191,9 @@ async def _running(
     manager = Manager(settings, JobStore(settings.database_path), picked.engine, hub)
     await manager.start()
     manager.health.describe_choice(picked.describe())
-    state.update(manager=manager, hub=hub, choice=picked)
+    bundles = BundleService(manager, BundleStore(settings.database_path), hub)
+    await bundles.start()
+    state.update(manager=manager, hub=hub, choice=picked, bundles=bundles)
     gateway = await _start_gateway(settings, picked, manager, token)
     state["gateway"] = gateway
     watchdog = asyncio.create_task(_watch_daemon(picked, manager))
@@ -196,6 +204,8 @@ async def _running(
         watchdog.cancel()
         if gateway:
             await gateway.stop()
+        await bundles.stop()
+        bundles.store.close()
         await manager.stop()
         manager.store.close()
         if picked.daemon:
@@ -232,28 +242,6 @@ def rpc_unavailable() -> dict[str, Any]:
     }
 
 
-def strict_json(raw: str | bytes) -> Any:
-    """json.loads that refuses NaN and Infinity, which no browser could read back."""
-
-    def refuse(constant: str) -> None:
-        raise ValueError(f"{constant} is not JSON")
-
-    return json.loads(raw, parse_constant=refuse)
-
-
-async def _read_limited(request: Request) -> bytes:
-    """The body, refused as soon as it grows past the limit (never read whole into memory)."""
-    too_large = OrchestratorError("message_too_large", "The request body is too large.", 413)
-    if int(request.headers.get("content-length") or 0) > MAX_MESSAGE_BYTES:
-        raise too_large
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_MESSAGE_BYTES:
-            raise too_large
-    return bytes(body)
-
-
 async def _watch_daemon(choice: EngineChoice, manager: Manager) -> None:
     """Restart our own aria2c if it dies; its session brings the downloads back."""
     if not choice.daemon:
@@ -284,12 +272,18 @@ def _installed(model_roots: ModelRoots, types: list[dict[str, str]]) -> dict[str
 # -- WebSocket -----------------------------------------------------------------------
 
 
-async def _serve_socket(socket: WebSocket, manager: Manager, hub: Hub, settings: Settings) -> None:
+async def _serve_socket(socket: WebSocket, manager: Manager, bundles: BundleService, hub: Hub) -> None:
     await socket.accept()
     subscription = hub.subscribe()
     subscription.put(
         json.dumps(
-            messages.hello(manager.engine_info, manager.snapshot(), manager.vocabulary(), manager.notices)
+            messages.hello(
+                manager.engine_info,
+                manager.snapshot(),
+                manager.vocabulary(),
+                manager.notices,
+                bundles.snapshot(),
+            )
         )
     )
     sender = asyncio.create_task(_pump(socket, subscription))
@@ -298,7 +292,7 @@ async def _serve_socket(socket: WebSocket, manager: Manager, hub: Hub, settings:
             message = await socket.receive()
             if message["type"] == "websocket.disconnect":
                 break
-            reply = await _handle_frame(manager, message, request_exposed(socket.scope))
+            reply = await _handle_frame(manager, bundles, message, request_exposed(socket.scope))
             if reply is not None:
                 subscription.put(json.dumps(reply))
     except WebSocketDisconnect:
@@ -315,7 +309,9 @@ async def _pump(socket: WebSocket, subscription: Any) -> None:
             await socket.send_text(await subscription.get())
 
 
-async def _handle_frame(manager: Manager, message: Mapping[str, Any], exposed: bool) -> dict[str, Any] | None:
+async def _handle_frame(
+    manager: Manager, bundles: BundleService, message: Mapping[str, Any], exposed: bool
+) -> dict[str, Any] | None:
     raw = message.get("text")
     if raw is None:
         raw = message.get("bytes") or b""
@@ -335,25 +331,42 @@ async def _handle_frame(manager: Manager, message: Mapping[str, Any], exposed: b
             None, OrchestratorError("invalid_message", "A message must be a JSON object.")
         )
     try:
-        return await _dispatch(manager, data, exposed)
+        return await _dispatch(manager, bundles, data, exposed)
     except OrchestratorError as error:
         if data.get("type") == "download":
             return messages.download_refused(data.get("id"), error)
         return messages.error_reply(data.get("id"), error)
 
 
-async def _dispatch(manager: Manager, data: dict[str, Any], exposed: bool) -> dict[str, Any] | None:
+async def _dispatch(
+    manager: Manager, bundles: BundleService, data: dict[str, Any], exposed: bool
+) -> dict[str, Any] | None:
     kind = data.get("type")
     payload = data.get("data")
     if kind == "ping":
         return messages.pong(data.get("id"))
+    if kind == "download" and isinstance(payload, dict) and is_folder_link(payload):
+        kind, payload = "bundle", {"kind": "hf_folder", **payload}
     if kind == "download":
         job, created = await manager.submit(payload, request_id=data.get("id"), exposed=exposed)
         # a new job's own events, sent to everyone, answer this
         return None if created else messages.existing_job(data.get("id"), job)
+    if kind == "bundle":
+        bundle = await bundles.create(payload, exposed=exposed)
+        return messages.bundle_event(bundles.detail(bundle.id), "accepted", request_id=data.get("id"))
     if kind in ACTIONS:
-        job_id = payload.get("job") if isinstance(payload, dict) else None
-        await getattr(manager, kind)(job_id)
+        target = payload if isinstance(payload, dict) else {}
+        if "bundle" in target:
+            await bundles.act(target.get("bundle"), kind)
+        else:
+            await getattr(manager, kind)(target.get("job"))
         return None  # the state change is published to everyone
-    known = ", ".join(("download", *ACTIONS, "ping"))
+    known = ", ".join(("download", "bundle", *ACTIONS, "ping"))
     raise OrchestratorError("unknown_message", f"Unknown message type {str(kind)[:40]!r}; known: {known}.")
+
+
+def is_folder_link(body: Any) -> bool:
+    """A Hugging Face folder or repository link, which is a bundle of files, not one download."""
+    return (
+        isinstance(body, dict) and isinstance(body.get("url"), str) and parse_folder(body["url"]) is not None
+    )

@@ -123,6 +123,13 @@ def staging_dir(models_dir: Path, job_id: str) -> Path:
     return models_dir / STAGING_FOLDER / job_id
 
 
+def bundle_staging(models_dir: Path, bundle_id: str) -> Path:
+    """A bundle's scratch folder: a folder of files is built here, then renamed into place whole."""
+    if not re.fullmatch(r"[0-9a-f]{6,32}", bundle_id):
+        raise OrchestratorError("invalid_bundle", "Bad bundle id.")
+    return models_dir / STAGING_FOLDER / f"bundle-{bundle_id}"
+
+
 def remove_staging(models_dir: Path, job_id: str) -> None:
     shutil.rmtree(staging_dir(models_dir, job_id), ignore_errors=True)
 

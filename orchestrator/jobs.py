@@ -52,7 +52,8 @@ TRANSITIONS: dict[State, frozenset[State]] = {
         {State.QUEUED, State.RESOLVING, State.DOWNLOADING, State.VERIFYING, State.FAILED, State.CANCELLED}
     ),
     State.VERIFYING: frozenset({State.COMPLETED, State.FAILED}),
-    State.COMPLETED: frozenset(),
+    # completed -> cancelled: a cancelled bundle takes back the files it installed
+    State.COMPLETED: frozenset({State.CANCELLED}),
     State.FAILED: frozenset({State.QUEUED, State.CANCELLED}),
     State.CANCELLED: frozenset({State.QUEUED}),
 }
@@ -67,6 +68,15 @@ ACTIONS: dict[str, frozenset[State]] = {
     "cancel": frozenset({State.QUEUED, State.RESOLVING, State.DOWNLOADING, State.PAUSED, State.FAILED}),
     "retry": frozenset({State.FAILED, State.CANCELLED}),
 }
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a bundle puts one of its files: the bundle, and a folder (relative to the models
+    folder) that takes the place of the type's folder ("" keeps the type's)."""
+
+    bundle: str
+    install_root: str = ""
 
 
 def new_job_id() -> str:
@@ -103,6 +113,11 @@ class Job:
     request_id: Any = None  # the id the submitting client gave, echoed in events
     # may not reach private addresses (decided by the request that made it; None: by the settings)
     guarded: bool | None = None
+    bundle: str | None = None  # the bundle (a set of files asked for together) it belongs to
+    # installed here (relative to the models folder) instead of its type's folder: a bundle's
+    # staging folder, renamed into place once every file of the bundle is verified
+    install_root: str = ""
+    already_present: bool = False  # completed without a download: the file was there already
     metadata: dict[str, Any] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
@@ -178,6 +193,8 @@ class Job:
             "path": self.path,
             "error": ({"code": self.error_code, "message": self.error_message} if self.error_code else None),
             "metadata": self.metadata,
+            "bundle": self.bundle,
+            "already_present": self.already_present,
             "actions": self.actions,
             "request_id": self.request_id,
             "created": self.created,

@@ -16,7 +16,7 @@ from .config import Settings
 from .egress import EgressProxy
 from .engines.base import Engine
 from .events import Hub
-from .jobs import Job, JobStore, State, new_job_id
+from .jobs import Job, JobStore, Placement, State, new_job_id
 from .pipeline.announce import Announcer
 from .pipeline.context import Context, Resolver
 from .pipeline.engine import EngineCalls
@@ -129,12 +129,15 @@ class Manager:
 
     # -- commands --------------------------------------------------------------------------------
 
-    async def submit(self, body: Any, request_id: Any = None, exposed: bool = False) -> tuple[Job, bool]:
+    async def submit(
+        self, body: Any, request_id: Any = None, exposed: bool = False, placement: Placement | None = None
+    ) -> tuple[Job, bool]:
         """Create a job (or find the identical active one). Returns (job, created). `exposed`: the
-        request came from beyond this machine (a tunnel, a proxy), so private targets are refused."""
+        request came from beyond this machine (a tunnel, a proxy), so private targets are refused.
+        `placement`: the job is a file of a bundle (orchestrator/bundles/)."""
         request = intake.parse_download(body, self.settings.layout, request_id)
         existing = self.registry.find_active(request.url, request.model_type)
-        if existing:
+        if existing and not (placement and placement.install_root):  # a folder's file is its own
             return existing.job, False
         self.registry.check_room()
         job = Job(
@@ -151,6 +154,8 @@ class Manager:
             source=request.source,
             engine=self.engine.name,
             guarded=self.settings.guards(exposed),
+            bundle=placement.bundle if placement else None,
+            install_root=placement.install_root if placement else "",
         )
         live = self.registry.add(job, request.credentials)
         self.ctx.announce.started(live)

@@ -37,20 +37,37 @@ def progress_fields(job: Job) -> dict[str, Any]:
     return fields
 
 
+def bundle_event(summary: dict[str, Any], status: str, request_id: Any = None) -> Message:
+    """One bundle's event: `status` says what happened (created, progress, a new state, removed;
+    `accepted` answers the client that asked for it, with its `id`), the rest is the bundle as
+    `GET /api/bundles/<id>` gives it."""
+    return {
+        "type": "bundle",
+        "id": request_id,
+        "bundle": summary["id"],
+        "data": {"status": status, **summary},
+    }
+
+
 def engine_event(info: dict[str, Any], message: str | None) -> Message:
     return {"type": "engine", "data": {**info, "message": message}}
 
 
 def hello(
-    engine: dict[str, Any], jobs: list[dict[str, Any]], vocabulary: dict[str, Any], notices: list[str]
+    engine: dict[str, Any],
+    jobs: list[dict[str, Any]],
+    vocabulary: dict[str, Any],
+    notices: list[str],
+    bundles: list[dict[str, Any]] | None = None,
 ) -> Message:
-    """The first message on every socket: the engine, every job, the words of the protocol, and
-    what the server had to do at start that a person should know."""
+    """The first message on every socket: the engine, every job and bundle, the words of the
+    protocol, and what the server had to do at start that a person should know."""
     return {
         "type": "hello",
         "data": {
             "engine": engine,
             "jobs": jobs,
+            "bundles": bundles or [],
             "types": vocabulary["types"],
             "layout": vocabulary["layout"],
             "vocabulary": vocabulary,

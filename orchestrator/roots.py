@@ -526,11 +526,12 @@ def _walk(root: str, directory: str, other_roots: set[str], seen: set[str]) -> I
                 seen.add(real)
                 for inner in _walk(root, entry.path, other_roots, seen):
                     yield Path(entry.name) / inner
-        elif entry.is_file() and _is_model_name(entry.name):
+        elif entry.is_file() and is_model_name(entry.name):
             yield Path(entry.name)
 
 
-def _is_model_name(name: str) -> bool:
+def is_model_name(name: str) -> bool:
+    """A model file's name (not a sidecar, a config, a README)."""
     return os.path.splitext(name)[1].lower() in MODEL_EXTENSIONS and not is_sidecar(name)
 
 

@@ -282,7 +282,10 @@ def write_description(
     sha256: str | None = None,
     preview: tuple[str, bytes] | None = None,
 ) -> list[Outcome]:
-    """The sidecars for what a source said about the model (sources.Description)."""
+    """The sidecars for what a source said about the model (sources.Description). A file that is
+    itself a sidecar's kind (a `config.json`, a `.yaml`) gets none: its own name would be one."""
+    if is_sidecar(model_path.name):
+        return []
     if kind == "civitai":
         return write_civitai_sidecars(
             model_path, root, record, file_id=file_id, sha256=sha256, preview=preview

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ..config import LAYOUTS
+from ..config import LAYOUTS, MORE_MODEL_TYPES
 from ..errors import OrchestratorError
 from ..sources import validate_url
 from ..sources.huggingface import HOSTS as HUGGING_FACE_HOSTS
@@ -42,28 +42,11 @@ from .embedded import Embedded, read_embedded
 MAX_WORKFLOW_BYTES = 50 * 1024 * 1024
 MAX_NAME_LENGTH = 1024
 
-# ComfyUI model folder -> this project's model type. The types config.py has come from its
-# comfyui layout; the rest are folder_paths.py's other model folders, named here until
-# config.py lists them. `custom_nodes` is a folder of code, not of models, so it is not here.
-_MORE_FOLDER_TYPES = {
-    "configs": "config",
-    "style_models": "style_model",
-    "diffusers": "diffusers",
-    "vae_approx": "vae_approx",
-    "gligen": "gligen",
-    "latent_upscale_models": "latent_upscaler",
-    "photomaker": "photomaker",
-    "classifiers": "classifier",
-    "model_patches": "model_patch",
-    "audio_encoders": "audio_encoder",
-    "background_removal": "background_removal",
-    "frame_interpolation": "frame_interpolation",
-    "geometry_estimation": "geometry_estimation",
-    "optical_flow": "optical_flow",
-    "detection": "detection",
-}
+# ComfyUI model folder -> this project's model type: the comfyui layout, and the other model
+# folders of folder_paths.py that config.py names as types. `custom_nodes` is a folder of
+# code, not of models, so it is not here.
 FOLDER_TYPES: dict[str, str] = {
-    **_MORE_FOLDER_TYPES,
+    **{folder: model_type for model_type, (_, folder) in MORE_MODEL_TYPES.items()},
     **{folder: model_type for model_type, folder in LAYOUTS["comfyui"].items()},
 }
 LEGACY_FOLDERS = {"unet": "diffusion_models", "clip": "text_encoders"}

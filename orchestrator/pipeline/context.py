@@ -80,13 +80,22 @@ class Context:
         """Where the job's type lives (the download folder of its roots), with its subfolder. A
         folder in the models folder is checked anew each time: a symlink planted since must not
         lead outside (files.model_folder)."""
-        base = self.roots.default(self.kind(job))
         models = self.settings.models_dir
+        if job.install_root:  # a bundle's folder, built in its staging folder
+            return self._bundle_folder(job)
+        base = self.roots.default(self.kind(job))
         if base == models or models in base.parents:
             base = files.model_folder(models, base.relative_to(models).as_posix())
         folder = (base / job.subfolder) if job.subfolder else base
         if job.subfolder and base.resolve() not in folder.resolve().parents:
             raise OrchestratorError("invalid_subfolder", f"{job.subfolder!r} leads outside its type folder.")
+        return folder
+
+    def _bundle_folder(self, job: Job) -> Path:
+        staging = files.bundle_staging(self.settings.models_dir, job.bundle or "")
+        folder = (self.settings.models_dir / job.install_root / job.subfolder).resolve()
+        if staging.resolve() not in folder.parents:
+            raise OrchestratorError("invalid_folder", f"{job.install_root!r} is not a bundle's folder.")
         return folder
 
     def shown_folder(self, job: Job) -> str:

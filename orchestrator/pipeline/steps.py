@@ -294,7 +294,7 @@ async def _in_place(ctx: Context, live: LiveJob) -> Completed | None:
     target = ctx.target(job)
     if target.exists():
         return await _already_there(ctx, live, target)
-    if job.overwrite or not job.filename:
+    if job.overwrite or not job.filename or job.install_root:  # a bundle checked its folder already
         return None
     relative = f"{job.subfolder}/{job.filename}" if job.subfolder else job.filename
     for elsewhere in roots.find_present(ctx.roots, ctx.kind(job), relative):
@@ -434,8 +434,9 @@ def checksum_mismatch() -> OrchestratorError:
 
 async def add_sidecars(ctx: Context, job: Job, target: Path, sha256: str | None = None) -> None:
     """Files that describe the model beside it, under the names other tools read (sidecars.py);
-    never fails the job: the model is in place and verified, a sidecar is a nicety."""
-    if not ctx.settings.sidecars:
+    never fails the job: the model is in place and verified, a sidecar is a nicety. A folder's
+    files (a bundle's) get none: they are parts of one model, and a `config.json` is no model."""
+    if not ctx.settings.sidecars or job.install_root or not roots.is_model_name(target.name):
         return
     try:
         said = await ctx.resolving.run(sources.describe, job.source, job.metadata, ctx.policy_for(job))

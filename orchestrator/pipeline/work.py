@@ -165,6 +165,7 @@ class Worker:
         job.path = done.path or f"{job.folder}/{job.filename}"
         job.rate, job.eta = 0.0, None
         job.hashing = done.sha256 is None and not done.already_present
+        job.already_present = done.already_present
         self.ctx.move(live, State.COMPLETED)
         live.forget_credentials()
         self.ctx.release(job)

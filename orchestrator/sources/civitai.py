@@ -158,6 +158,116 @@ def resolve(url: str, credentials: Credentials, policy: Policy) -> Resolved:
     return resolved_for(version, chosen, signed)
 
 
+# A version's files and the type each is filed as: the model itself takes CivitAI's model type
+# (and the file's header), the others their own; training data and archives are no model.
+FILE_TYPES = {
+    "model": "auto",
+    "pruned model": "auto",
+    "vae": "vae",
+    "config": "config",
+    "negative": "embedding",
+    "text encoder": "text_encoder",
+}
+
+
+@dataclass(frozen=True)
+class VersionFile:
+    id: int
+    name: str
+    kind: str  # CivitAI's file type: Model, Pruned Model, VAE, Config, Training Data...
+    model_type: str | None  # the type it is filed as; None: not a model file
+    size: int | None
+    format: str
+    precision: str  # fp16, fp32...
+    variant: str  # pruned, full
+    primary: bool
+    sha256: str | None
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "kind": self.kind,
+            "type": self.model_type,
+            "size": self.size,
+            "format": self.format,
+            "fp": self.precision,
+            "variant": self.variant,
+            "primary": self.primary,
+            "sha256": self.sha256,
+        }
+
+
+@dataclass(frozen=True)
+class VersionFiles:
+    model_id: int
+    model_name: str
+    model_type: str
+    version_id: int
+    version_name: str
+    base_model: str
+    files: tuple[VersionFile, ...]
+    versions: tuple[dict[str, Any], ...]  # the model's versions, newest first (id, name, published)
+
+    def download_link(self, file: VersionFile) -> str:
+        return f"{site_url()}/api/download/models/{self.version_id}?fileId={file.id}"
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "model": {"id": self.model_id, "name": self.model_name, "type": self.model_type},
+            "version": {"id": self.version_id, "name": self.version_name, "base_model": self.base_model},
+            "files": [file.public() for file in self.files],
+            "versions": list(self.versions),
+        }
+
+
+def version_files(url: str, credentials: Credentials, policy: Policy) -> VersionFiles:
+    """Blocking: every file of the version a link names, and the model's other versions."""
+    link = parse(url)
+    token = http.token_from(credentials.civitai, "CIVITAI_TOKEN")
+    with http.session(policy) as session:
+        api = _Api(session, base_url(), token)
+        version = api.version(link)
+        model_id = int(version.get("modelId") or link.model_id or 0)
+        model = api.model(model_id) if model_id else {}
+    files = [item for item in version.get("files") or [] if isinstance(item, dict) and item.get("name")]
+    if not files:
+        raise OrchestratorError("civitai_no_files", f"CivitAI {_version_label(version)} has no files.", 404)
+    versions = [
+        {"id": v.get("id"), "name": v.get("name"), "published": v.get("publishedAt") or v.get("createdAt")}
+        for v in model.get("modelVersions") or []
+        if isinstance(v, dict) and isinstance(v.get("id"), int)
+    ]
+    about = _object(version.get("model")) or model
+    return VersionFiles(
+        model_id=model_id,
+        model_name=str(about.get("name") or ""),
+        model_type=str(about.get("type") or ""),
+        version_id=int(version.get("id") or 0),
+        version_name=str(version.get("name") or ""),
+        base_model=str(version.get("baseModel") or ""),
+        files=tuple(_version_file(item) for item in files),
+        versions=tuple(versions[:50]),
+    )
+
+
+def _version_file(item: dict[str, Any]) -> VersionFile:
+    facts = _file_facts(item)
+    sha = str(_object(item.get("hashes")).get("SHA256") or "")
+    return VersionFile(
+        id=int(item.get("id") or 0),
+        name=str(item["name"]),
+        kind=facts["type"] or "Model",
+        model_type=FILE_TYPES.get((facts["type"] or "model").lower()),
+        size=_bytes(item.get("sizeKB")),
+        format=facts["format"],
+        precision=facts["fp"],
+        variant=facts["size"],
+        primary=bool(item.get("primary")),
+        sha256=sha.lower() if _SHA256.fullmatch(sha) else None,
+    )
+
+
 # -- the API -------------------------------------------------------------------------------------
 
 
@@ -173,9 +283,12 @@ class _Api:
         missing = f"CivitAI has no model version {version_id} (deleted, or a mistyped link)."
         return self._get(f"/api/v1/model-versions/{version_id}", missing)
 
-    def _newest_version(self, model_id: int | None) -> int:
+    def model(self, model_id: int | None) -> dict[str, Any]:
         missing = f"CivitAI has no model {model_id} (deleted, or a mistyped link)."
-        model = self._get(f"/api/v1/models/{model_id}", missing)
+        return self._get(f"/api/v1/models/{model_id}", missing)
+
+    def _newest_version(self, model_id: int | None) -> int:
+        model = self.model(model_id)
         versions = [v for v in model.get("modelVersions") or [] if isinstance(v, dict) and v.get("id")]
         if not versions:
             raise OrchestratorError(

@@ -84,6 +84,8 @@ def test_public_has_the_documented_fields_and_no_tokens() -> None:
         "path",
         "error",
         "metadata",
+        "bundle",
+        "already_present",
         "actions",
         "request_id",
         "created",

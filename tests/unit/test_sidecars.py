@@ -461,3 +461,13 @@ def test_models_with_different_stems_do_not_conflict(lora) -> None:
     model = put_model(lora / "ab.safetensors")
     assert sidecars.sidecar_conflicts(model) == []
     assert sidecars.sidecar_conflicts(lora / "a.safetensors") == []
+
+
+def test_a_file_whose_own_name_is_a_sidecar_name_gets_none_and_stays_as_downloaded(tmp_path: Path) -> None:
+    """A repository's config.json: its `<stem>.json` would be itself, merged with our fields."""
+    config = tmp_path / "vae" / "config.json"
+    config.parent.mkdir()
+    config.write_bytes(b'{"_class_name": "AutoencoderKL"}')
+    record = {"repo": "acme/vae", "path": "config.json", "commit": "a" * 40}
+    assert sidecars.write_description(config, tmp_path, "huggingface", record) == []
+    assert config.read_bytes() == b'{"_class_name": "AutoencoderKL"}'

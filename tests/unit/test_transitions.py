@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.bundles.model import BundleStore
+from orchestrator.bundles.service import BundleService
 from orchestrator.engines.base import COMPLETE, ERROR, PAUSED, REMOVED, WAITING
 from orchestrator.errors import OrchestratorError
 from orchestrator.jobs import TRANSITIONS, Job, State
@@ -171,6 +173,29 @@ async def paused_elsewhere(world: World) -> None:
     assert job.state == State.PAUSED
 
 
+async def taken_back_with_its_cancelled_bundle(world: World) -> None:
+    bundles = BundleService(world.manager, BundleStore(world.settings.database_path), world.hub)
+    await bundles.start()
+    try:
+        items = [
+            {"url": URL, "type": "lora"},
+            {"url": f"{URL}?other", "type": "lora", "name": "b.safetensors"},
+        ]
+        made = await bundles.create({"kind": "list", "items": items})
+        job, other = [world.manager.get(job_id) for job_id in made.jobs]
+        await world.running(job)
+        await world.running(other)
+        world.engine.finish(job.handle or "", DATA)
+        await world.manager.poll_once()
+        await world.state(job, State.COMPLETED)
+        await bundles.act(made.id, "cancel")  # completed -> cancelled: the file is taken back
+        assert (job.state, other.state) == (State.CANCELLED, State.CANCELLED)
+        assert world.model_files() == []
+    finally:
+        await bundles.stop()
+        bundles.store.close()
+
+
 SCENARIOS: list[Scenario] = [
     resolved_then_queued_then_moving,
     paused_and_resumed,
@@ -185,6 +210,7 @@ SCENARIOS: list[Scenario] = [
     recovered_after_a_restart,
     completed_while_queued_before_any_poll_said_active,
     paused_elsewhere,
+    taken_back_with_its_cancelled_bundle,
 ]
 
 
