@@ -816,3 +816,15 @@ def test_a_hub_folder_link_in_the_form_becomes_one_card_and_lands_whole(page, tm
                 assert (live.models / "vae" / name).read_bytes() == data
         finally:
             live.stop()
+
+
+def test_a_workflow_pasted_as_json_into_the_link_field_is_read_not_sent_as_a_link(page, shared_server):
+    open_page(page, shared_server)
+    document = {"nodes": [{"id": 1, "type": "VAELoader", "mode": 0, "widgets_values": ["ae.safetensors"]}]}
+    paste_text(page, "#url", json.dumps(document))
+    expect(page.locator("#set-title")).to_have_text("Workflow: pasted.json")
+    expect(page.locator("#set-rows tr")).to_have_count(1)
+    expect(page.locator("#set-rows td").nth(2)).to_have_text("No link")
+    expect(page.locator("#set-download")).to_be_disabled()
+    expect(page.locator("#url")).to_have_value("")  # nothing went into the field or to the server
+    assert page.watch.sent_of_type("download") == []
