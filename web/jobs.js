@@ -402,7 +402,7 @@ export class JobList {
     const sizeOnly = state === "completed" && job.alreadyPresent && job.compared === "name and size";
     show(card.verify, sizeOnly);
     // aria2 checks a finished file's published SHA-256 itself, one file at a time
-    const checking = state === "downloading" && typeof job.verified === "number";
+    const checking = (state === "downloading" || state === "verifying") && typeof job.verified === "number";
     if (checking) {
       const share = job.total > 0 ? ` ${toPercent(job.verified / job.total)}%` : "";
       stateText = `Verifying${share}`;

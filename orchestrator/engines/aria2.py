@@ -98,7 +98,9 @@ def client_for(rpc_url: str, secret: str, timeout: float = 10.0) -> aria2p.Clien
 
 class Aria2Engine:
     name = "aria2"
-    verifies_sha256 = True  # the checksum option makes aria2 check the bytes itself
+    # the app hashes the finished file itself: Python's hashlib (OpenSSL, SHA extensions where the
+    # CPU has them) checks a GiB in well under half the time aria2's own checksum option takes
+    verifies_sha256 = False
     on_finish: Callable[[], None] | None = None  # never called: polled only, the manager wakes at an ETA
 
     def __init__(self, rpc_url: str, secret: str, timeout: float = 10.0) -> None:
@@ -131,8 +133,6 @@ class Aria2Engine:
             "follow-metalink": "false",
             "follow-torrent": "false",
         }
-        if transfer.sha256:
-            options["checksum"] = f"sha-256={transfer.sha256}"
         if transfer.headers:
             options["header"] = list(transfer.headers)
         transfer.directory.mkdir(parents=True, exist_ok=True)
