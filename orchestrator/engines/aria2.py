@@ -101,7 +101,9 @@ class Aria2Engine:
     # the app hashes the finished file itself: Python's hashlib (OpenSSL, SHA extensions where the
     # CPU has them) checks a GiB in well under half the time aria2's own checksum option takes
     verifies_sha256 = False
-    on_finish: Callable[[], None] | None = None  # never called: polled only, the manager wakes at an ETA
+    # set by the poller; the app calls it when the daemon's notifications say a transfer ended
+    # (without them, e.g. `get` in-process, the poller wakes at the soonest ETA or its tick)
+    on_finish: Callable[[], None] | None = None
 
     def __init__(self, rpc_url: str, secret: str, timeout: float = 10.0) -> None:
         self.rpc_url = rpc_url
