@@ -20,6 +20,7 @@ from ..errors import OrchestratorError
 from ..jobs import Job, State
 from . import observe, space
 from .context import Context
+from .early_hash import RunningHash
 from .health import EngineHealth
 from .registry import LiveJob
 from .work import Worker
@@ -39,6 +40,7 @@ class Poller:
         self.health = health
         self._wake = asyncio.Event()  # set (from any thread) when a transfer ends
         self._task: asyncio.Task[None] | None = None
+        self._early_hashes: set[asyncio.Task[None]] = set()  # reads in worker threads, kept alive
 
     def start(self) -> None:
         self.ctx.engine.engine.on_finish = self._wake_from_thread(asyncio.get_running_loop())
@@ -153,6 +155,7 @@ class Poller:
         job = live.job
         learned_size = job.size is None and bool(status.total)
         _take_numbers(job, status)
+        self._hash_early(live, status)
         stalled = self._stalled_for(live, status)
         decision = observe.decide(job, status, self.ctx.has_staged_bytes(job), live.repairs, stalled)
         if learned_size and job.size:  # the size the engine's GET announced: does it fit?
@@ -167,6 +170,21 @@ class Poller:
         if time.monotonic() - live.last_saved > SAVE_PROGRESS_EVERY:
             live.last_saved = time.monotonic()
             self.ctx.save(job)
+
+    def _hash_early(self, live: LiveJob, status: TransferStatus) -> None:
+        """A published SHA-256 is checked by the app: hash the part already complete, so the
+        check after the last byte reads only the rest (early_hash.py)."""
+        job = live.job
+        if not job.expected_sha256 or not job.handle or status.written is None or status.state != ACTIVE:
+            return
+        running = live.early_hash
+        if running is None or running.handle != job.handle:
+            running = live.early_hash = RunningHash(job.handle, self.ctx.staged(job))
+        if running.wants(job.handle, status.written):
+            running.busy = True
+            task = asyncio.create_task(asyncio.to_thread(running.advance, status.written))
+            self._early_hashes.add(task)
+            task.add_done_callback(self._early_hashes.discard)
 
     def _stalled_for(self, live: LiveJob, status: TransferStatus) -> float | None:
         """Seconds since the transfer last gained STALL_BYTES, once that is over the limit."""
