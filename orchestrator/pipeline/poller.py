@@ -31,6 +31,8 @@ ENGINE_REFRESH = 10.0  # seconds between looks at the engine's own settings
 SAVE_PROGRESS_EVERY = 5.0  # seconds between progress writes to SQLite
 STALL_BYTES = 64 * 1024  # less than this in `stall_seconds` counts as stalled
 WATCHED = (State.QUEUED, State.DOWNLOADING, State.PAUSED)
+LOOKS_AFTER_WAKE = 6  # after a transfer ended: quick looks while its job is still busy
+LOOK_AGAIN_AFTER = 0.1  # seconds
 
 
 class Poller:
@@ -40,7 +42,8 @@ class Poller:
         self.health = health
         self._wake = asyncio.Event()  # set (from any thread) when a transfer ends
         self._task: asyncio.Task[None] | None = None
-        self._early_hashes: set[asyncio.Task[None]] = set()  # reads in worker threads, kept alive
+        self._early_hashes: set[asyncio.Task[None]] = set()
+        self._look_again = 0  # quick looks left after a wake-up  # reads in worker threads, kept alive
 
     def start(self) -> None:
         self.ctx.engine.engine.on_finish = self._wake_from_thread(asyncio.get_running_loop())
@@ -78,9 +81,17 @@ class Poller:
                     await self._refresh_engine()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.next_poll_in())
+            if self._wake.is_set():
+                self._look_again = LOOKS_AFTER_WAKE
+            self._look_again = max(0, self._look_again - 1)
             self._wake.clear()
             try:
                 await self.poll_once()
+                # a transfer that ended while its job was still being handed over was skipped
+                # (aria2 may tell before its answer to addUri arrives): look again in a moment
+                # rather than a whole interval later, a small file's whole wait
+                if not any(live.busy for live in self.ctx.registry):
+                    self._look_again = 0
                 await self.carry_out_what_waited()
             except OrchestratorError as error:
                 self.health.mark(False, error.message)
@@ -113,6 +124,8 @@ class Poller:
         Progress events keep their own once-a-second limit."""
         if not self.health.up:
             return 2.0
+        if self._look_again:
+            return LOOK_AGAIN_AFTER
         interval = self.ctx.settings.poll_interval
         etas = [
             live.job.eta
