@@ -23,8 +23,8 @@ def job_event(job: Job, status: str, **data: Any) -> Message:
 
 
 def progress_fields(job: Job) -> dict[str, Any]:
-    """What `progress`, `queued` and `paused` events carry; `verified` while the engine checks
-    the finished file's published sha256 (aria2 does that itself, one file at a time)."""
+    """What `progress`, `queued` and `paused` events carry; `verified` while the finished
+    file is checked against its published sha256."""
     fields = {
         "progress": round(job.progress, 4),
         "rate": round(job.rate / 1e6, 3),

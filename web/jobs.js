@@ -401,7 +401,7 @@ export class JobList {
     if (state === "completed" && job.alreadyPresent) stateText = "Already present";
     const sizeOnly = state === "completed" && job.alreadyPresent && job.compared === "name and size";
     show(card.verify, sizeOnly);
-    // aria2 checks a finished file's published SHA-256 itself, one file at a time
+    // a finished file is checked against its published SHA-256 (the bytes read so far)
     const checking = (state === "downloading" || state === "verifying") && typeof job.verified === "number";
     if (checking) {
       const share = job.total > 0 ? ` ${toPercent(job.verified / job.total)}%` : "";

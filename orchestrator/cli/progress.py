@@ -131,7 +131,7 @@ class Progress:
 def progress_line(job: dict[str, Any]) -> str:
     """`name  42%  123.4/300.0 MiB  12.3 MB/s  ETA 14s`, or `name  verifying 40%`."""
     done, total = job.get("downloaded") or 0, job.get("total")
-    if job.get("verified") is not None:  # aria2 checks the finished file's published sha256
+    if job.get("verified") is not None:  # the finished file is checked against its published sha256
         share = f" {100 * job['verified'] / total:.0f}%" if total else ""
         return f"{_short(job['label'])}  verifying{share}"
     parts = [_short(job["label"])]

@@ -39,7 +39,7 @@ STATUS_KEYS = [
     "downloadSpeed",
     "errorCode",
     "errorMessage",
-    "verifiedLength",  # present while aria2 checks the published sha256 of a finished file
+    "verifiedLength",  # present while aria2 checks a file (a shared daemon's own checksum= downloads)
     "verifyIntegrityPending",  # "true" while that check waits for another one to finish
     "bitfield",  # which pieces are complete: the part from the start may be hashed already
     "pieceLength",

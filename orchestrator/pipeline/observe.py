@@ -97,7 +97,7 @@ def _on_error(job: Job, status: TransferStatus, staged_bytes: bool, repairs: int
     worked = job.downloaded > 0 or staged_bytes
     if may_have_expired(status) and worked and repairs < MAX_REPAIRS:
         return Readd("the link expired; resolving it again")
-    if status.error_code == "checksum_mismatch":  # aria2 checked the published sha256 itself
+    if status.error_code == "checksum_mismatch":  # an engine that checks the sha256 itself
         return DropBadBytes()
     return Fail(
         OrchestratorError(
