@@ -86,7 +86,10 @@ class LibraryService:
 
     def summary(self) -> dict[str, Any]:
         """What `hello` and `GET /api/models` say of the library as a whole."""
-        scan = self._scan.progress if self._scan is not None and self._scan.running else None
+        scanning = self._scan_task is not None and not self._scan_task.done()
+        scan = (
+            (self._scan.progress if self._scan is not None else ScanProgress("listing")) if scanning else None
+        )
         return {
             "files": self.index.count(),
             "duplicates": len(self.index.duplicates()),
@@ -127,6 +130,7 @@ class LibraryService:
                 "scan_running", "A library scan is already running; wait for it to finish.", 409
             )
         self._quiet = quiet
+        self._scan = None
         self._scan_task = self._spawn(self._run_scan())
         return {"status": "scan_started"}
 
