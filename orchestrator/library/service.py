@@ -30,7 +30,7 @@ from ..net import session
 from ..policy import Policy
 from ..sources import civitai
 from ..sources import http as source_http
-from . import civitai_lookup, listing, naming, remove
+from . import civitai_lookup, duplicates, listing, naming, remove
 from . import sidecars as read_sidecars
 from .civitai_lookup import Hit, LookupSettings, Update
 from .index import LibraryIndex
@@ -61,6 +61,7 @@ class LibraryService:
         self._progress_sent = 0.0
         self._quiet = False
         manager.ctx.announce.listeners.append(self._heard)
+        manager.ctx.library_link = self.link_existing
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -71,6 +72,9 @@ class LibraryService:
 
     async def stop(self) -> None:
         self._cancel.set()
+        self.manager.ctx.library_link = None  # the index closes: the pipeline downloads as before
+        with contextlib.suppress(ValueError):
+            self.manager.ctx.announce.listeners.remove(self._heard)
         if self._scan is not None:
             self._scan.cancel()
         for task in list(self._tasks):
@@ -334,6 +338,18 @@ class LibraryService:
             return [entry for entries in found.values() for entry in entries if entry.get("id") in wanted]
 
         return await asyncio.to_thread(build)
+
+    def link_existing(self, sha256: str, target: Path) -> str | None:
+        """Blocking, for the pipeline: a hard link at `target` to a file of these bytes the library
+        has (unchanged since it was hashed); where it was found, or None (then it downloads)."""
+        existing = duplicates.find_existing(self.index, sha256)
+        if existing is None:
+            return None
+        result = duplicates.link_copy(existing.path, target)
+        if not result.linked:
+            log.info("not linked from the library: %s", result.code)
+            return None
+        return listing.shown_path(existing.path, self.settings.models_dir)
 
     # -- deleting and updating ---------------------------------------------------------------------
 

@@ -207,6 +207,42 @@ def test_a_download_is_recorded_with_its_verified_hash_and_no_scan_hashes_it_aga
     assert world.civitai.seen("/api/v1/model-versions/by-hash") == []  # its source is known
 
 
+def test_bytes_the_library_has_are_hard_linked_instead_of_downloaded_again(
+    server_factory, tmp_path, world, connect
+):
+    data = blob(128 * KiB, "shared bytes")
+    world.civitai.add_model(300, "Shared", type="LORA")
+    world.civitai.add_version(300, 3001, [File("shared.safetensors", data, primary=True)], name="v1")
+    models = tmp_path / "models"
+    place(models, "lora/SD15/mine.safetensors", data)  # placed by hand under another name
+    server = server_factory(env=world.env)
+    wait_files(server, lambda f: f["lora/SD15/mine.safetensors"]["sha256"] == sha(data))
+
+    def fetched() -> list:  # the model's bytes, not its preview image
+        return [r for r in world.storage.seen() if not r.path.startswith("/images/")]
+
+    assert fetched() == []
+
+    socket = connect(server)
+    socket.next()
+    job = server.submit("https://civitai.com/models/300?modelVersionId=3001", "lora")
+    success = socket.until(
+        lambda m: m.get("job") == job["id"] and m["data"]["status"] in ("success", "error")
+    )
+    assert success["data"]["status"] == "success", success
+    assert success["data"]["already_present"] is True and success["data"]["compared"] == "sha256"
+    assert success["data"]["found_at"] == "lora/SD15/mine.safetensors"
+    installed = models / "lora" / "shared.safetensors"
+    assert installed.read_bytes() == data
+    assert os.stat(installed).st_ino == os.stat(models / "lora" / "SD15" / "mine.safetensors").st_ino
+    assert fetched() == []  # not one byte fetched again
+    found = wait_files(
+        server, lambda f: "lora/shared.safetensors" in f and f["lora/shared.safetensors"]["id"]
+    )
+    assert found["lora/shared.safetensors"]["duplicates"] == ["lora/SD15/mine.safetensors"]
+    assert listing(server)["library"]["duplicates"] == 1
+
+
 def test_a_scan_notices_files_added_changed_moved_and_removed_by_hand(server_factory, tmp_path, connect):
     models = tmp_path / "models"
     place(models, "checkpoint/stays.safetensors", blob(16 * KiB, "stays"))
