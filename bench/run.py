@@ -21,6 +21,8 @@ from pathlib import Path
 from . import report
 from .clients import ARIA2_CONF, App, aria2_flags, read_conf
 from .data import GiB, MiB, Workspace, check_free_space, human_rate, human_size, make_random_file
+from .library import measure as measure_library
+from .library import render as render_library
 from .load import LoadResult, run_load
 from .measure import Summary, load_average
 from .nginx import Nginx, parse_rate
@@ -38,7 +40,7 @@ from .throughput import (
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-SCENARIOS = ("cdn16", "cdn1", "fast", "load")
+SCENARIOS = ("cdn16", "cdn1", "fast", "load", "library")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -125,12 +127,23 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n== load: {args.downloads} downloads, {args.clients} WebSocket clients", flush=True)
             load = run_load_scenario(args, ws, web, children)
             print(render_load(load))
+        library = None
+        if "library" in args.only:
+            print(
+                "\n== library: a scan of 2,000 files against sha256sum, a rescan, GET /api/models", flush=True
+            )
+            library = measure_library(ws, children, args.quick)
         info["load_after"] = load_average()
         body = render_all(args, info, scenarios, load, flags, time.monotonic() - started)
         print("\n" + body)
         save_json(args, info, scenarios, load)
+        if library is not None:
+            library_body = render_library(library, " ".join(["python -m bench.run", *sys.argv[1:]]))
+            print("\n" + library_body)
         if not args.no_write:
             path = report.write_section("results", body)
+            if library is not None:
+                report.write_section("library", library_body)
             print(f"\nwritten to {path.relative_to(ROOT)}")
     return 0
 

@@ -10,7 +10,7 @@ modified}]}}`) is kept; every other field is new.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -31,19 +31,20 @@ def listing(
     models_dir: Path,
 ) -> dict[str, list[dict[str, Any]]]:
     """{type: [entry, ...]} for every type with a folder; blocking (it lists the folders)."""
+    show = shower(models_dir)
     known = {(root_key(record.root), os.fsencode(record.rel_path)): record for record in records}
     copies: dict[str, list[str]] = {}
     for record in known.values():
         if record.sha256:
-            copies.setdefault(record.sha256, []).append(shown_path(record.path, models_dir))
+            copies.setdefault(record.sha256, []).append(show(os.path.join(record.root, record.rel_path)))
     result: dict[str, list[dict[str, Any]]] = {entry["name"]: [] for entry in types if entry["folder"]}
     for found in iter_models(model_roots):
-        full = found.root / found.relative
+        full = os.path.join(found.root, found.relative)
         try:
-            info = full.stat()
+            info = os.stat(full)
         except OSError:
             continue  # gone between the listing and the stat
-        path = shown_path(full, models_dir)
+        path = show(full)
         entry: dict[str, Any] = {
             "name": found.relative.as_posix(),
             "size": info.st_size,
@@ -102,8 +103,18 @@ def describe(
 
 def shown_path(path: Path, models_dir: Path) -> str:
     """As people and jobs see a path: relative to the models folder, else absolute."""
-    full, base = Path(os.path.abspath(path)), Path(os.path.abspath(models_dir))
-    return full.relative_to(base).as_posix() if full.is_relative_to(base) else str(full)
+    return shower(models_dir)(os.fspath(path))
+
+
+def shower(models_dir: Path) -> Callable[[str], str]:
+    """shown_path for many paths: strings, not pathlib (thousands of files on every listing)."""
+    base = os.path.abspath(models_dir).rstrip(os.sep) + os.sep
+
+    def show(path: str) -> str:
+        full = os.path.abspath(path)
+        return full[len(base) :].replace(os.sep, "/") if full.startswith(base) else full
+
+    return show
 
 
 def preview_url(path: str) -> str:

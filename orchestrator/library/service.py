@@ -59,6 +59,8 @@ class LibraryService:
         self._cancel = threading.Event()  # stops CivitAI look-ups at shutdown
         self._loop: asyncio.AbstractEventLoop | None = None
         self._progress_sent = 0.0
+        self._records_lock = threading.Lock()
+        self._cached: tuple[int, list[FileRecord]] | None = None
         self._quiet = False
         manager.ctx.announce.listeners.append(self._heard)
         manager.ctx.library_link = self.link_existing
@@ -112,10 +114,19 @@ class LibraryService:
         return listing.listing(
             self.manager.ctx.roots,
             self.manager.types(),
-            self.index.all_files(),
+            self._records(),
             self.updates,
             self.settings.models_dir,
         )
+
+    def _records(self) -> list[FileRecord]:
+        """Every present file of the index, read again only after a write (GET /api/models is
+        asked often, the index changes seldom)."""
+        with self._records_lock:
+            generation = self.index.generation
+            if self._cached is None or self._cached[0] != generation:
+                self._cached = (generation, self.index.all_files())
+            return self._cached[1]
 
     def locate(self, path: str) -> Located:
         return locate(path, self.roots(), self.settings.models_dir)
