@@ -76,11 +76,9 @@ def read_preview(found: Located) -> tuple[str, bytes]:
 def _preview_name(model: bytes, names: list[bytes]) -> bytes | None:
     own = stem(model)
     present = {name.lower(): name for name in sidecar_names(model, names)}
-    for ext in PREVIEW_EXTENSIONS:
-        for candidate in (own + b".preview" + ext.encode(), own + ext.encode()):
-            if candidate.lower() in present:
-                return present[candidate.lower()]
-    return None
+    candidates = [own + b".preview" + ext.encode() for ext in PREVIEW_EXTENSIONS]
+    candidates += [own + ext.encode() for ext in PREVIEW_EXTENSIONS]  # A1111's older form, after
+    return next((present[name.lower()] for name in candidates if name.lower() in present), None)
 
 
 def _read_image(folder_fd: int, name: bytes) -> tuple[str, bytes]:

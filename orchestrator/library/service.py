@@ -55,6 +55,7 @@ class LibraryService:
         self.last_scan: dict[str, Any] | None = None
         self._scan: ScanHandle | None = None
         self._scan_task: asyncio.Task[None] | None = None
+        self._lookup_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._cancel = threading.Event()  # stops CivitAI look-ups at shutdown
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -96,9 +97,14 @@ class LibraryService:
         scan = (
             (self._scan.progress if self._scan is not None else ScanProgress("listing")) if scanning else None
         )
+        records = self._records()
+        copies: dict[str, int] = {}
+        for record in records:
+            if record.sha256:
+                copies[record.sha256] = copies.get(record.sha256, 0) + 1
         return {
-            "files": self.index.count(),
-            "duplicates": len(self.index.duplicates()),
+            "files": len(records),
+            "duplicates": sum(1 for count in copies.values() if count > 1),  # sets of the same bytes
             "updates": len({update["model_id"] for update in self.updates.values()}),
             "scan": _progress(scan) if scan else None,
             "last_scan": self.last_scan,
@@ -182,8 +188,11 @@ class LibraryService:
         news = result.added or result.changed or result.moved or result.removed or result.hashed_files
         if news or not self._quiet:
             self._say(messages.library_event("scan_done", **self.last_scan, library=self.summary()))
-        if self.settings.library_lookups and not result.cancelled and not self._cancel.is_set():
-            await self._ask_civitai()
+        # apart from the scan, so a scan is done when its files are; one round of look-ups at a
+        # time (what a second scan finds waits for the next round)
+        asking = self._lookup_task is not None and not self._lookup_task.done()
+        if self.settings.library_lookups and not (result.cancelled or self._cancel.is_set() or asking):
+            self._lookup_task = self._spawn(self._ask_civitai())
 
     def _downloads_active(self) -> bool:
         """Called from the scan's thread: a snapshot of the job list is enough to pace by."""
