@@ -172,9 +172,12 @@ export class LibraryView {
   }
 
   card(m) {
-    const preview = typeof m.preview === "string" && m.preview.startsWith("api/models/preview?")
-      ? el("img", { class: "library-preview", src: m.preview, alt: "", loading: "lazy", decoding: "async" })
-      : el("div", { class: "library-preview empty", "aria-hidden": "true", text: initials(m) });
+    const placeholder = () => el("div", { class: "library-preview empty", "aria-hidden": "true", text: initials(m) });
+    let preview = placeholder();
+    if (typeof m.preview === "string" && m.preview.startsWith("api/models/preview?")) {
+      preview = el("img", { class: "library-preview", src: m.preview, alt: "", loading: "lazy", decoding: "async" });
+      preview.addEventListener("error", () => preview.replaceWith(placeholder()), { once: true });
+    }
     const badges = [];
     if (m.update) badges.push(el("span", { class: "badge update", text: `Update: ${m.update.latest_version_name || m.update.latest_version_id}` }));
     if (Array.isArray(m.duplicates) && m.duplicates.length) {
@@ -190,10 +193,11 @@ export class LibraryView {
       m.update ? el("button", { class: "button small", type: "button", "data-library": "update", text: "Get update" }) : null,
       el("button", { class: "button ghost small danger", type: "button", "data-library": "delete", text: "Delete" }),
     ];
-    return el("li", { class: "library-card", "data-path": m.path, "data-type": m.type }, [
+    const shown = preview.tagName === "IMG" ? m.preview : null;
+    return el("li", { class: "library-card", "data-path": m.path, "data-type": m.type, "data-preview": shown }, [
       preview,
       el("div", { class: "library-body" }, [
-        el("h3", { class: "library-title", text: m.title || m.name }),
+        m.title ? el("h3", { class: "library-title", text: m.title }) : null,
         el("p", { class: "model-name", title: m.path, text: m.name }),
         el("p", { class: "library-meta", text: meta.join(" · ") }),
         badges.length ? el("p", { class: "library-badges" }, badges) : null,
