@@ -2,7 +2,7 @@
 # make test       run the whole test suite
 # make lint       ruff format --check, ruff check and mypy
 # make supervise  run aria2c and the app under supervisord (supervisord.conf)
-# make bench      measure speed against raw aria2c and curl (see docs/BENCHMARKS.md)
+# make bench      measure speed against raw aria2c, curl and hf download (see docs/BENCHMARKS.md)
 #
 # Each target creates .venv, installs the project into it, and installs the Debian
 # packages it needs when they are missing and you are root or have sudo.
@@ -63,6 +63,7 @@ supervise: $(STAMP)
 
 bench: $(STAMP)
 	$(call apt_ensure,aria2c:aria2 nginx:nginx-light curl:curl,The benchmark needs them.)
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.run $(ARGS)
 
 clean:

@@ -106,6 +106,10 @@ def seconds(summary: Summary) -> str:
     return summary.text(2) if summary.n else "-"
 
 
+def milliseconds(summary: Summary) -> str:
+    return summary.text(0, scale=1000) if summary.n else "-"
+
+
 def mbs(rate_bytes: float | None) -> str:
     return f"{rate_bytes / MB:.1f}" if rate_bytes else "-"
 

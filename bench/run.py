@@ -18,7 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from . import report
+from . import bundle_report, report
+from .bundle import FILE_RUNS, BundleResult, run_bundle, space_needed
 from .clients import ARIA2_CONF, App, aria2_flags, read_conf
 from .data import GiB, MiB, Workspace, check_free_space, human_rate, human_size, make_random_file
 from .library import measure as measure_library
@@ -40,7 +41,7 @@ from .throughput import (
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-SCENARIOS = ("cdn16", "cdn1", "fast", "load", "library")
+SCENARIOS = ("cdn16", "cdn1", "fast", "load", "bundle", "library")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,6 +54,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--single-size", help="file for one connection on the capped origin (default 64M)")
     parser.add_argument(
         "--cap", default="8m", help="per-connection cap of the CDN-like origin (nginx syntax)"
+    )
+    parser.add_argument("--bundle-size", help="bundle: its big file (default 1G; --quick 64M)")
+    parser.add_argument(
+        "--bundle-origin",
+        choices=("cdn", "fast"),
+        default="cdn",
+        help="bundle: the origin the fake Hub redirects to (default cdn, the CDN-like one)",
     )
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(SCENARIOS)}")
     parser.add_argument("--downloads", type=int, default=20, help="load test: downloads at once")
@@ -70,7 +78,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.big = _size(args.size, "256M" if args.quick else "2G" if args.full else "1G")
     args.small = _size(args.single_size, "16M" if args.quick else "128M" if args.full else "64M")
+    args.bundle_big = _size(args.bundle_size, "64M" if args.quick else "1G")
     args.rounds = args.rounds or (1 if args.quick else 5)
+    args.file_runs = 5 if args.quick else FILE_RUNS
     args.load_seconds = args.load_seconds or (6.0 if args.quick else 25.0)
     args.only = set((args.only or ",".join(SCENARIOS)).split(","))
     unknown = args.only - set(SCENARIOS)
@@ -104,13 +114,18 @@ def main(argv: list[str] | None = None) -> int:
         return tune_main(args)
     started = time.monotonic()
     with Workspace(keep=args.keep) as ws, Children() as children:
-        needed = 3 * args.big + 3 * args.small + 2 * args.downloads * _load_size(args) + GiB // 2
+        throughput = bool(args.only & {"cdn16", "cdn1", "fast"})
+        needed = (3 * args.big + 3 * args.small if throughput else 0) + GiB // 2
+        needed += 2 * args.downloads * _load_size(args) if "load" in args.only else 0
+        if "bundle" in args.only:
+            needed += space_needed(args.bundle_big)
         check_free_space(ws.root, needed)
         info = report.machine(ws.root)
         print(f"load average before: {info['load_before']} (a shared machine: read ratios, not absolutes)")
         print(f"workspace {ws.root}; making test files...", flush=True)
-        make_random_file(ws.served / "big.bin", args.big)
-        make_random_file(ws.served / "small.bin", args.small)
+        if throughput:
+            make_random_file(ws.served / "big.bin", args.big)
+            make_random_file(ws.served / "small.bin", args.small)
         web = Nginx(
             ws.served, ws.folder("nginx"), {"fast": None, "cdn": args.cap, "trickle": LOAD_CAP}, children
         ).start()
@@ -122,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             run_scenario(scenario, web, args.rounds, on_record=print_record)
         for app in apps.values():
             app.stop()
+        bundle = run_bundle_scenario(args, ws, web, children, flags) if "bundle" in args.only else None
         load = None
         if "load" in args.only:
             print(f"\n== load: {args.downloads} downloads, {args.clients} WebSocket clients", flush=True)
@@ -134,18 +150,42 @@ def main(argv: list[str] | None = None) -> int:
             )
             library = measure_library(ws, children, args.quick)
         info["load_after"] = load_average()
-        body = render_all(args, info, scenarios, load, flags, time.monotonic() - started)
-        print("\n" + body)
-        save_json(args, info, scenarios, load)
+        sections = {}
+        if scenarios or load:  # `--only bundle` (or library) leaves the other results as they are
+            sections["results"] = render_all(args, info, scenarios, load, flags, time.monotonic() - started)
+        if bundle:
+            sections["bundle"] = bundle_report.render(bundle, info, _command(), args.rounds)
         if library is not None:
-            library_body = render_library(library, " ".join(["python -m bench.run", *sys.argv[1:]]))
-            print("\n" + library_body)
+            sections["library"] = render_library(library, _command())
+        print("\n" + "\n\n".join(sections.values()))
+        save_json(args, info, scenarios + ([bundle.bundle, bundle.single] if bundle else []), load)
         if not args.no_write:
-            path = report.write_section("results", body)
-            if library is not None:
-                report.write_section("library", library_body)
-            print(f"\nwritten to {path.relative_to(ROOT)}")
+            for name, body in sections.items():
+                path = report.write_section(name, body)
+            print(f"\nwritten to {path.relative_to(ROOT)} ({', '.join(sections)})")
     return 0
+
+
+def run_bundle_scenario(
+    args: argparse.Namespace, ws: Workspace, web: Nginx, children: Children, flags: list[str]
+) -> BundleResult:
+    return run_bundle(
+        ws,
+        web,
+        children,
+        flags,
+        big=args.bundle_big,
+        rounds=args.rounds,
+        file_runs=args.file_runs,
+        origin=args.bundle_origin,
+        poll_interval=args.poll_interval,
+        on_record=print_record,
+        on_title=lambda title: print(f"\n== {title}", flush=True),
+    )
+
+
+def _command() -> str:
+    return " ".join(["python -m bench.run", *sys.argv[1:]])
 
 
 def build_scenarios(
@@ -337,8 +377,7 @@ def render_all(
     parts = [
         "## Latest run",
         "",
-        f"`{' '.join(['python -m bench.run', *sys.argv[1:]])}`"
-        + f", {args.rounds} rounds per scenario, interleaved; took {took / 60:.1f} min. "
+        f"`{_command()}`" + f", {args.rounds} rounds per scenario, interleaved; took {took / 60:.1f} min. "
         "MB/s are 10^6 bytes per second; each cell is median [min-max]; a ratio is the median of "
         "per-round ratios (each pair measured back to back) [min-max].",
         "",

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -227,8 +227,23 @@ async def _start_gateway(
         OrchestratorIntake(manager),
         bound_to_loopback=not settings.exposed,
     )
+    gateway.listen(_wake_when_finished(engine))
     await gateway.start()
     return gateway
+
+
+_FINISHED = ("aria2.onDownloadComplete", "aria2.onDownloadError", "aria2.onDownloadStop")
+
+
+def _wake_when_finished(engine: Aria2Engine) -> Callable[[dict[str, Any]], None]:
+    """aria2 says when a transfer ends: the poller looks at once instead of at its next tick
+    (half a second per small file, on average)."""
+
+    def heard(notification: dict[str, Any]) -> None:
+        if notification.get("method") in _FINISHED and engine.on_finish is not None:
+            engine.on_finish()
+
+    return heard
 
 
 def rpc_unavailable() -> dict[str, Any]:

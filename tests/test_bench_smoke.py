@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 
 import pytest
 
+from bench import bundle_report
+from bench.bundle import hf_cli, run_bundle, small_sizes
 from bench.clients import App, aria2_flags, fetch_aria2c, fetch_curl, read_conf
 from bench.data import MiB, Workspace, make_random_file
 from bench.load import latencies
@@ -72,3 +75,47 @@ def test_bench_harness_smoke():
         assert "wire" in scenario.of("app-aria2")[0].phases
         root = ws.root
     assert not root.exists()  # the workspace is gone
+
+
+def test_bench_bundle_smoke(monkeypatch):
+    """The bundle scenario at a tiny size: a fake Hub's folder through the app, aria2c -i and, when
+    huggingface_hub is installed, hf download (else reported as skipped, with the reason)."""
+    sizes = small_sizes(4, 256 * 1024)
+    assert sizes[0] == 1024 and len(sizes) == 4 and all(1024 <= size <= 256 * 1024 for size in sizes)
+    assert small_sizes() == small_sizes() and max(small_sizes()) <= 20 * MiB  # a fixed seed
+    if not (_have_nginx() and shutil.which("aria2c")):
+        pytest.skip("the rest needs nginx and aria2c (apt install nginx-light aria2)")
+    with Workspace() as ws, Children() as children:
+        web = Nginx(ws.served, ws.folder("nginx"), {"fast": None, "cdn": "64m"}, children).start()
+        flags = aria2_flags(read_conf())
+        result = run_bundle(ws, web, children, flags, big=2 * MiB, small=sizes, rounds=1, file_runs=1)
+    records = result.bundle.records + result.single.records
+    assert all(record.ok for record in records), [r.note for r in records]
+    ran = {record.contender for record in result.bundle.records}
+    command, why = hf_cli()
+    if command:
+        assert ran == {"app-aria2", "aria2c-i", "hf"} and not result.skipped
+    else:
+        assert ran == {"app-aria2", "aria2c-i"} and result.skipped == {"hf": why}
+    assert result.bundle.ratio("app-aria2", "aria2c-i").n == 1
+    assert all(r.gets >= len(sizes) + 1 for r in result.bundle.records)  # every file came from nginx
+    assert {r.contender for r in result.single.records} == {"app-link", "app-hub", "aria2c"}
+    text = bundle_report.render(result, {**machine_info(), "load_after": "?"}, "bench", 1)
+    assert "orchestrator / raw `aria2c -i`" in text
+    # without huggingface_hub the hf contender is skipped, and the report says why
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "huggingface_hub" else real_find_spec(name, *a),
+    )
+    command, why = hf_cli()
+    assert command is None and "huggingface_hub is not installed" in why
+    result.skipped = {"hf": why}
+    text = bundle_report.render(result, {**machine_info(), "load_after": "?"}, "bench", 1)
+    assert f"skipped: {why}" in text
+
+
+def machine_info():
+    keys = ("date", "cpu", "cores", "ram", "kernel", "os", "filesystem", "aria2", "nginx", "curl", "python")
+    return {key: "?" for key in keys} | {"load_before": "?"}

@@ -605,3 +605,226 @@ def test_the_files_own_header_is_shown_and_a_contradicted_type_warns(page, share
     expect(warning).to_contain_text("looks like a vae")
     expect(warning).to_contain_text("goes to the lora folder as asked")
     assert (server.models / "lora" / "really-a-vae.safetensors").exists()
+
+
+# -- sets of files: a workflow dropped, links pasted, CivitAI files ticked ------------------------
+
+
+def drop_file(page, selector: str, name: str, text: str, mime: str) -> None:
+    """A real drop event with a file in its DataTransfer, as dragging a file from the desktop."""
+    transfer = page.evaluate_handle(
+        """([text, name, mime]) => {
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([text], name, {type: mime}));
+            return transfer;
+        }""",
+        [text, name, mime],
+    )
+    page.dispatch_event(selector, "dragover", {"dataTransfer": transfer})
+    page.dispatch_event(selector, "drop", {"dataTransfer": transfer})
+
+
+def paste_text(page, selector: str, text: str) -> None:
+    page.eval_on_selector(
+        selector,
+        """(input, text) => {
+            const transfer = new DataTransfer();
+            transfer.setData("text/plain", text);
+            input.focus();
+            const options = {clipboardData: transfer, bubbles: true, cancelable: true};
+            input.dispatchEvent(new ClipboardEvent("paste", options));
+        }""",
+        text,
+    )
+
+
+@pytest.fixture
+def comfy_server(tmp_path):
+    live = LiveServer(tmp_path)
+    live.extra += ["--layout", "comfyui"]
+    live.start()
+    yield live
+    live.stop()
+
+
+def test_a_dropped_workflow_shows_its_models_and_download_missing_lands_them_in_one_card(
+    page, comfy_server, origin
+):
+    server = comfy_server
+    lora = origin.add_file("/wf1/ink.safetensors", 2 * MiB, rate=512 * KiB)
+    vae = origin.add_file("/wf1/ae.safetensors", MiB, rate=512 * KiB)
+    (server.models / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (server.models / "checkpoints" / "base.safetensors").write_bytes(b"placed by hand")
+    document = {
+        "nodes": [
+            {"id": 1, "type": "CheckpointLoaderSimple", "mode": 0, "widgets_values": ["base.safetensors"]},
+            {"id": 2, "type": "LoraLoader", "mode": 0, "widgets_values": ["ink.safetensors", 1, 1]},
+            {"id": 3, "type": "VAELoader", "mode": 0, "widgets_values": ["ae.safetensors"]},
+            {"id": 4, "type": "UpscaleModelLoader", "mode": 0, "widgets_values": ["4x-foolhardy.pth"]},
+        ],
+        "links": [],
+        "models": [
+            {"name": "ink.safetensors", "url": origin.url("/wf1/ink.safetensors"), "directory": "loras"},
+            {"name": "ae.safetensors", "url": origin.url("/wf1/ae.safetensors"), "directory": "vae"},
+        ],
+    }
+    open_page(page, server)
+
+    drop_file(page, "#download-section", "portrait.json", json.dumps(document), "application/json")
+
+    panel = page.locator("#set-panel")
+    expect(panel).to_be_visible()
+    expect(page.locator("#set-title")).to_have_text("Workflow: portrait.json")
+    rows = page.locator("#set-rows tr")
+    expect(rows).to_have_count(4)
+    statuses = {
+        rows.nth(i).locator("td").nth(0).inner_text(): rows.nth(i).locator("td").nth(2).inner_text()
+        for i in range(4)
+    }
+    assert statuses == {
+        "base.safetensors": "In place",
+        "ink.safetensors": "Missing",
+        "ae.safetensors": "Missing",
+        "4x-foolhardy.pth": "No link",
+    }
+    download = page.locator("#set-download")
+    expect(download).to_have_text("Download missing (2)")
+    download.click()
+
+    expect(panel).to_be_hidden()
+    card = page.locator("#bundles li.bundle")
+    expect(card).to_have_count(1)
+    expect(card.locator(".job-label")).to_have_text("portrait")
+    expect(card).to_have_attribute("data-state", "completed", timeout=30_000)
+    expect(card.locator(".job-type")).to_have_text("2 of 2 files in place")
+    expect(card.locator(".bundle-notes")).to_contain_text("4x-foolhardy.pth no link")
+    card.locator(".bundle-details summary").click()
+    expect(card.locator(".bundle-file")).to_have_count(2)
+    expect(card.locator('.bundle-file[data-state="completed"]')).to_have_count(2)
+    expect(page.locator("#jobs li.job:visible")).to_have_count(0)  # the files are inside the card
+    assert (server.models / "loras" / "ink.safetensors").read_bytes() == lora
+    assert (server.models / "vae" / "ae.safetensors").read_bytes() == vae
+    assert (server.models / "checkpoints" / "base.safetensors").read_bytes() == b"placed by hand"
+    assert server.staging_names() == []
+
+
+def test_a_dropped_file_that_is_no_workflow_gets_the_servers_reason_and_starts_nothing(page, shared_server):
+    open_page(page, shared_server)
+    before = len(shared_server.jobs())
+    drop_file(page, "#download-section", "notes.json", '{"shopping": ["milk"]}', "application/json")
+    error = page.locator("#set-error")
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("notes.json")
+    expect(page.locator("#set-download")).to_be_disabled()
+    assert len(shared_server.jobs()) == before
+
+
+def test_pasted_links_become_one_set_whose_cancel_takes_everything_back(page, server, origin):
+    origin.add_file("/set2/a.safetensors", 4 * MiB, rate=64 * KiB)
+    origin.add_file("/set2/b.safetensors", 4 * MiB, rate=64 * KiB)
+    open_page(page, server)
+    page.select_option("#type", "lora")
+    text = f"{origin.url('/set2/a.safetensors')}\n{origin.url('/set2/b.safetensors')} embedding\n"
+
+    paste_text(page, "#url", text)
+
+    expect(page.locator("#set-title")).to_have_text("2 links")
+    expect(page.locator("#set-rows tr")).to_have_count(2)
+    page.locator("#set-download").click()
+    card = page.locator("#bundles li.bundle")
+    expect(card).to_have_attribute("data-state", "downloading", timeout=15_000)
+    expect(card.locator(".job-rate")).to_be_visible()
+    card.locator("button.action-cancel").click()
+    expect(card).to_have_attribute("data-state", "cancelled", timeout=15_000)
+    assert [p for p in server.models.rglob("*") if p.is_file()] == []
+    (bundle,) = requests.get(server.base + "/api/bundles", timeout=10).json()["bundles"]
+    assert (bundle["kind"], bundle["state"]) == ("list", "cancelled")
+
+
+def test_chosen_civitai_files_and_another_version_land_each_in_its_folder(page, tmp_path):
+    from tests.fakes.civitai import File
+    from tests.fakes.world import fake_world
+
+    model_v1 = built.opaque_safetensors(os.urandom(MiB))
+    model_v2 = built.opaque_safetensors(os.urandom(MiB))
+    vae = built.opaque_safetensors(os.urandom(MiB // 2))
+    with fake_world() as world:
+        world.civitai.add_model(700, "Dreamy", "Checkpoint")
+        world.civitai.add_version(
+            700, 701, [File("dreamy-v1.safetensors", model_v1, primary=True)], name="v1"
+        )
+        world.civitai.add_version(
+            700,
+            702,
+            [
+                File("dreamy-v2.safetensors", model_v2, primary=True),
+                File("dreamy-vae.safetensors", vae, type="VAE"),
+            ],
+            name="v2",
+        )
+        live = LiveServer(tmp_path)
+        live.env = world.env
+        live.start()
+        try:
+            open_page(page, live)
+            page.fill("#url", "https://civitai.com/models/700?modelVersionId=702")
+            page.locator("#choose-civitai").click()
+            expect(page.locator("#set-title")).to_contain_text("Dreamy: v2")
+            boxes = page.locator("#set-rows input[type=checkbox]")
+            expect(boxes).to_have_count(2)
+            expect(boxes.nth(0)).to_be_checked()  # the primary file
+            boxes.nth(0).uncheck()
+            boxes.nth(1).check()  # only the VAE of v2
+            page.locator("#set-versions input[type=checkbox]").first.check()  # and all of v1
+            expect(page.locator("#set-download")).to_have_text("Download 1 file + 1 more version")
+            page.locator("#set-download").click()
+            card = page.locator("#bundles li.bundle")
+            expect(card).to_have_attribute("data-state", "completed", timeout=30_000)
+            assert (live.models / "vae" / "dreamy-vae.safetensors").read_bytes() == vae
+            assert (live.models / "checkpoint" / "dreamy-v1.safetensors").read_bytes() == model_v1
+            assert not (live.models / "checkpoint" / "dreamy-v2.safetensors").exists()
+        finally:
+            live.stop()
+
+
+def test_a_hub_folder_link_in_the_form_becomes_one_card_and_lands_whole(page, tmp_path):
+    from tests.fakes.world import fake_world
+
+    parts = {
+        "vae/config.json": b'{"_class_name": "AutoencoderKL"}',
+        "vae/diffusion_pytorch_model.safetensors": built.opaque_safetensors(os.urandom(MiB)),
+    }
+    with fake_world() as world:
+        world.hub.add_repo("acme/sdxl-vae")
+        for name, data in parts.items():
+            world.hub.add_file("acme/sdxl-vae", name, data, lfs=name.endswith(".safetensors"))
+        live = LiveServer(tmp_path)
+        live.env = world.env
+        live.start()
+        try:
+            open_page(page, live)
+            page.select_option("#type", "vae")
+            page.fill("#url", "https://huggingface.co/acme/sdxl-vae/tree/main/vae")
+            page.press("#url", "Enter")
+            expect(page.locator("#url")).to_have_value("")
+            expect(page.locator("#form-status")).to_contain_text("Added a set of 2 files")
+            card = page.locator("#bundles li.bundle")
+            expect(card.locator(".job-source")).to_have_text("Hugging Face folder")
+            expect(card).to_have_attribute("data-state", "completed", timeout=30_000)
+            expect(card.locator(".job-path")).to_have_text("In place in vae/vae")
+            for name, data in parts.items():
+                assert (live.models / "vae" / name).read_bytes() == data
+        finally:
+            live.stop()
+
+
+def test_a_workflow_pasted_as_json_into_the_link_field_is_read_not_sent_as_a_link(page, shared_server):
+    open_page(page, shared_server)
+    document = {"nodes": [{"id": 1, "type": "VAELoader", "mode": 0, "widgets_values": ["ae.safetensors"]}]}
+    paste_text(page, "#url", json.dumps(document))
+    expect(page.locator("#set-title")).to_have_text("Workflow: pasted.json")
+    expect(page.locator("#set-rows tr")).to_have_count(1)
+    expect(page.locator("#set-rows td").nth(2)).to_have_text("No link")
+    expect(page.locator("#set-download")).to_be_disabled()
+    expect(page.locator("#url")).to_have_value("")  # nothing went into the field or to the server
+    assert page.watch.sent_of_type("download") == []

@@ -1,10 +1,12 @@
 // Entry point: wires the form, the key store, the job list and the live socket.
 // Protocol: docs/PROTOCOL.md (WebSocket /ws and REST /api).
 
+import { BundleList } from "./bundles.js";
 import { el, setText, show } from "./dom.js";
 import { ACTIVE_STATES, checkUrl, formatRate, nameFromUrl, toPercent } from "./format.js";
 import { JobList, displayLabel } from "./jobs.js";
 import { LibraryView } from "./library.js";
+import { SetPicker } from "./sets.js";
 import { LiveSocket } from "./socket.js";
 import { savedTokenFields, setupTokens } from "./tokens.js";
 import { maxUrlLength, setVocabulary } from "./vocabulary.js";
@@ -205,6 +207,13 @@ function sendAction(action, jobId) {
   setTimeout(() => state.actions.delete(id), REQUEST_TIMEOUT);
 }
 
+function sendBundleAction(action, bundleId) {
+  // the same commands, for every file of the set they fit
+  const id = state.nextId;
+  state.nextId += 1;
+  if (!send({ type: action, id, data: { bundle: bundleId } })) toast("Not connected to the server. The action was not sent.");
+}
+
 // ---------- receiving ----------
 
 function showNotices(notices) {
@@ -219,6 +228,7 @@ function onHello(data) {
   showEngine(data.engine);
   showNotices(data.notices);
   if (!setTypes(data.types) && !state.types.length) loadTypesOverRest();
+  bundles.replaceAll(data.bundles);
   jobs.replaceAll(data.jobs);
   models.refresh();
 }
@@ -278,6 +288,29 @@ function onDownload(message) {
   if (data.status === "success") models.scheduleRefresh();
 }
 
+function onBundle(message) {
+  // a set's change for everyone; `accepted` also answers this page's folder link
+  const data = message.data && typeof message.data === "object" ? message.data : {};
+  if (typeof message.bundle !== "string") return;
+  bundles.apply({ ...data, id: message.bundle });
+  const hasId = message.id !== undefined && message.id !== null;
+  const request = hasId ? state.pending.get(message.id) : undefined;
+  if (request && data.status === "accepted") {
+    clearTimeout(request.timer);
+    state.pending.delete(message.id);
+    ui.url.value = "";
+    clearUrlError();
+    formStatus(`Added a set of ${data.counts?.total ?? 0} files: ${data.name ?? ""}`);
+  }
+  if (data.state === "completed") models.scheduleRefresh();
+}
+
+function bundleCreated(bundle) {
+  bundles.apply(bundle);
+  formStatus(`Added a set of ${bundle.counts?.total ?? 0} files: ${bundle.name ?? ""}`);
+  bundles.element(bundle.id)?.scrollIntoView({ block: "nearest", behavior: "smooth" });
+}
+
 function accepted(jobId, job, duplicate) {
   ui.url.value = "";
   ui.name.value = "";
@@ -324,6 +357,9 @@ function onMessage(message) {
       break;
     case "download":
       onDownload(message);
+      break;
+    case "bundle":
+      onBundle(message);
       break;
     case "error":
       onError(message);
@@ -396,7 +432,7 @@ function jobsChanged() {
   if (counts.active) parts.push(`${counts.active} active`);
   if (counts.finished) parts.push(`${counts.finished} finished`);
   setText(ui.jobsSummary, parts.join(" · "));
-  show(ui.jobsEmpty, counts.visible === 0);
+  show(ui.jobsEmpty, counts.visible === 0 && bundles.size === 0);
   setText(
     ui.jobsEmpty,
     jobs.size && counts.cleared ? "Finished downloads are cleared. New ones appear here." : "No downloads yet. Paste a link above to start one.",
@@ -422,6 +458,37 @@ const jobs = new JobList(ui.jobs, {
   onVerify: verifyExisting,
   describeType,
   onChange: jobsChanged,
+  inBundle: (jobId) => Boolean(bundles.bundleOf(jobId)),
+  onRendered: (jobId) => bundles.jobChanged(jobId),
+});
+
+const bundles = new BundleList($("bundles"), {
+  onAction: sendBundleAction,
+  job: (jobId) => jobs.job(jobId),
+  onChange: () => {
+    jobs.markAllDirty(); // a file that joined a bundle leaves the list
+    jobsChanged();
+  },
+});
+
+new SetPicker({
+  panel: $("set-panel"),
+  title: $("set-title"),
+  summary: $("set-summary"),
+  head: $("set-head"),
+  rows: $("set-rows"),
+  versions: $("set-versions"),
+  error: $("set-error"),
+  download: $("set-download"),
+  close: $("set-close"),
+  drop: $("download-section"),
+  openFile: $("open-workflow"),
+  fileInput: $("workflow-file"),
+  civitaiButton: $("choose-civitai"),
+  url: ui.url,
+  defaultType: () => ui.type.value || "auto",
+  tokens: savedTokenFields,
+  onCreated: bundleCreated,
 });
 
 ui.clearFinished.addEventListener("click", () => {

@@ -24,7 +24,7 @@ const BUSY_LIMIT = 6000;
 const JOB_FIELDS = [
   "url", "type", "folder", "state", "label", "filename", "source", "engine", "progress",
   "downloaded", "total", "rate", "eta", "sha256", "path", "created", "updated", "size", "actions",
-  "verified",
+  "verified", "bundle",
 ];
 // Metadata fields shown in their own way, or never shown.
 const META_SPECIAL = new Set([
@@ -47,8 +47,11 @@ export class JobList {
    *          describeType: (name: string) => string,
    *          onChange: () => void}} options
    */
-  constructor(list, { onAction, onVerify, describeType, onChange }) {
+  constructor(list, { onAction, onVerify, describeType, onChange, inBundle, onRendered }) {
     this.list = list;
+    // a bundle's files are drawn inside the bundle's card, not as cards of their own
+    this.inBundle = inBundle ?? (() => false);
+    this.onRendered = onRendered ?? (() => {});
     this.onAction = onAction;
     this.onVerify = onVerify;
     this.describeType = describeType;
@@ -399,7 +402,7 @@ export class JobList {
     const sizeOnly = state === "completed" && job.alreadyPresent && job.compared === "name and size";
     show(card.verify, sizeOnly);
     // aria2 checks a finished file's published SHA-256 itself, one file at a time
-    const checking = state === "downloading" && typeof job.verified === "number";
+    const checking = (state === "downloading" || state === "verifying") && typeof job.verified === "number";
     if (checking) {
       const share = job.total > 0 ? ` ${toPercent(job.verified / job.total)}%` : "";
       stateText = `Verifying${share}`;
@@ -448,7 +451,9 @@ export class JobList {
     }
 
     const cleared = this.cleared.has(card.id) && FINISHED_STATES.has(state);
-    show(card.root, !cleared || this.showCleared);
+    const bundled = Boolean(job.bundle) || this.inBundle(card.id);
+    show(card.root, (!cleared || this.showCleared) && !bundled);
+    this.onRendered(card.id);
   }
 
   renderInfo(card) {

@@ -263,7 +263,8 @@ def _present_in_folder(destination: Path, file: hf_folder.FolderFile, hash_of: H
 
 def civitai_plan(body: dict[str, Any], policy: Any, layout: str) -> Plan:
     """Blocking: the chosen files (`files`: CivitAI file ids, or "all" model files) of the link's
-    version, or of several versions of its model (`versions`)."""
+    version, and every model file of each other version of its model named in `versions`
+    (the page shows one version's files to tick, and the model's other versions whole)."""
     token = body.get("civitai_token") if isinstance(body.get("civitai_token"), str) else None
     credentials = Credentials(civitai=token)
     first = civitai.version_files(str(body.get("url") or ""), credentials, policy)
@@ -280,11 +281,12 @@ def civitai_plan(body: dict[str, Any], policy: Any, layout: str) -> Plan:
     ids = None if chosen == "all" else _file_ids(chosen)
     requests = []
     for listing in listings:
+        only = ids if listing.version_id == first.version_id else None
         for file in listing.files:
-            if ids is not None and file.id not in ids:
+            if only is not None and file.id not in only:
                 continue
             if file.model_type is None:
-                if ids is not None:
+                if only is not None:
                     raise OrchestratorError("not_a_model", f"{file.name} ({file.kind}) is not a model file.")
                 continue
             request = {"url": listing.download_link(file), "type": file.model_type, "name": file.name}

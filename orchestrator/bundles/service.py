@@ -64,6 +64,8 @@ class BundleService:
         self._dirty: set[str] = set(self.bundles)
         self._shown: dict[str, str] = {}  # the state each bundle's last event said
         self._installing: dict[str, asyncio.Task[None]] = {}
+        # bundles being cancelled: their state is told once every file is gone, not before
+        self._cancelling: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -247,13 +249,17 @@ class BundleService:
         files it already installed are taken back (never one that was there before)."""
         bundle.cancelled = True
         self.store.save(bundle)
-        for job in self._jobs(bundle):
-            if job.allows("cancel"):
-                with contextlib.suppress(OrchestratorError):
-                    await self.manager.cancel(job.id)
-            elif job.state == State.COMPLETED and job.bundle == bundle.id and not job.already_present:
-                await self._take_back(bundle, job)
-        await asyncio.to_thread(self._remove_staging, bundle)
+        self._cancelling.add(bundle.id)
+        try:
+            for job in self._jobs(bundle):
+                if job.allows("cancel"):
+                    with contextlib.suppress(OrchestratorError):
+                        await self.manager.cancel(job.id)
+                elif job.state == State.COMPLETED and job.bundle == bundle.id and not job.already_present:
+                    await self._take_back(bundle, job)
+            await asyncio.to_thread(self._remove_staging, bundle)
+        finally:
+            self._cancelling.discard(bundle.id)
 
     async def _take_back(self, bundle: Bundle, job: Job) -> None:
         path = self._absolute(job.path) if job.path else None
@@ -305,8 +311,10 @@ class BundleService:
             dirty, self._dirty = self._dirty, set()
             for bundle_id in dirty:
                 bundle = self.bundles.get(bundle_id)
-                if bundle is not None:
+                if bundle is not None and bundle_id not in self._cancelling:
                     self._update(bundle)
+                elif bundle is not None:
+                    self._dirty.add(bundle_id)  # told when the cancel is done
 
     def _update(self, bundle: Bundle) -> None:
         summary = self._summary(bundle)

@@ -58,7 +58,13 @@ def register(commands: Any) -> None:
         description="Download model files. Tokens: prefer the CIVITAI_TOKEN / HF_TOKEN environment "
         "variables; flags show in `ps`. Exit 0 only when every file is verified in place.",
     )
-    get.add_argument("urls", nargs="*", metavar="URL", help="links to download")
+    get.add_argument(
+        "urls",
+        nargs="*",
+        metavar="URL",
+        help="links to download; a Hugging Face folder link (.../tree/REV/FOLDER, hf://REPO/FOLDER/) "
+        "fetches the whole folder and puts it in place once every file is verified",
+    )
     get.add_argument(
         "-i",
         "--input",
@@ -75,6 +81,14 @@ def register(commands: Any) -> None:
         help=f"model type, deciding the folder: {', '.join(TYPE_NAMES)} (auto: the type "
         "CivitAI gives); "
         "batch lines may give their own",
+    )
+    get.add_argument(
+        "-w",
+        "--workflow",
+        action="append",
+        metavar="FILE",
+        help="a ComfyUI workflow (JSON, or a PNG/WebP saved with one): download the models it "
+        "names that are not in place yet, as one set",
     )
     get.add_argument("-n", "--name", help="file name to save as (one link only)")
     get.add_argument("--overwrite", action="store_true", help="replace a different file of the same name")

@@ -20,6 +20,10 @@ from .progress import Progress
 
 log = logging.getLogger(__name__)
 
+BUNDLE_ORDER = 10**6  # bundles' files come after the single links in the summary
+BUNDLE_STRIDE = 10**4
+BUNDLE_FINAL_STATES = ("completed", "failed", "cancelled", "paused")
+BUNDLE_WAIT_LOOKS = 240  # a folder is renamed into place once its last file is in: seconds at most
 GIVE_UP_AFTER = 20  # failed looks in a row before the backend counts as gone
 WAITING_STATES = ("queued", "resolving")
 
@@ -42,7 +46,12 @@ class Backend(Protocol):
     async def submit(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """(job, created); created is False when an identical active job already existed."""
 
+    async def create_bundle(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A bundle of downloads (docs/PROTOCOL.md, Bundles), with its files' jobs under `files`."""
+
     async def job(self, job_id: str) -> dict[str, Any]: ...
+
+    async def bundle(self, bundle_id: str) -> dict[str, Any]: ...
 
     async def act(self, job_id: str, action: str) -> dict[str, Any]:
         """pause, resume, cancel or retry."""
@@ -70,12 +79,20 @@ class Follower:
         self.to_resume: set[str] = set()
         self.outcomes: dict[int, Outcome] = {}
         self._failures = 0
+        self.bundles: dict[int, tuple[str, str]] = {}  # order -> (bundle id, label)
 
     async def run(
-        self, items: list[Item], credentials: Credentials, overwrite: bool, stop: asyncio.Event
+        self,
+        items: list[Item],
+        credentials: Credentials,
+        overwrite: bool,
+        stop: asyncio.Event,
+        bundles: list[dict[str, Any]] | None = None,
     ) -> RunResult:
         for item in items:
             await self._submit(item, credentials, overwrite)
+        for order, body in enumerate(bundles or [], start=BUNDLE_ORDER):
+            await self._make_bundle(order, body, credentials)
         note = self.backend.others_note({job["id"] for job in self.latest.values()})
         if note:
             self.progress.note(note)
@@ -88,6 +105,8 @@ class Follower:
             await self._refresh()
         if stop.is_set():
             await self._pause_unfinished()
+        else:
+            await self._await_bundles(stop)
         return RunResult(list(self.outcomes.values()), interrupted=stop.is_set())
 
     def _pending(self) -> list[int]:
@@ -105,6 +124,65 @@ class Follower:
             self.to_resume.add(job["id"])  # stopped earlier (e.g. by Ctrl-C): asking again means go on
         self.items[item.order] = item
         self._update(item.order, job)
+
+    async def _make_bundle(self, order: int, body: dict[str, Any], credentials: Credentials) -> None:
+        """One request for a set of files (a list, a workflow, a folder): each file is followed."""
+        where = str(body.get("label") or body.get("kind"))
+        lines: list[Item] = list(body.get("lines") or [])
+        request = {key: value for key, value in body.items() if key not in ("label", "lines")}
+        request.update(Item.tokens(credentials))
+        try:
+            bundle = await self.backend.create_bundle(request)
+        except Refused as refusal:
+            self.outcomes[order] = Outcome.invalid(order, where, refusal.message)
+            return
+        self.bundles[order] = (bundle["id"], where)
+        files = bundle["files"]
+        for offset, entry in enumerate(bundle.get("entries") or [], start=len(files) + 1):
+            label = f"{where}: {entry.get('name')}"
+            if entry.get("status") == "present":
+                self.progress.note(f"{label}: already in place ({entry.get('path') or entry.get('folder')})")
+            else:  # no link, or a different file of that name: the set is not complete
+                key = order * BUNDLE_STRIDE + offset
+                self.outcomes[key] = Outcome.invalid(
+                    key, label, entry.get("note") or str(entry.get("status"))
+                )
+        for offset, job in enumerate(files, start=1):
+            item = _take_line(lines, job) or Item(
+                order * BUNDLE_STRIDE + offset,
+                f"{where}: {job.get('filename') or job.get('url')}",
+                str(job.get("url")),
+                str(job.get("type")),
+                job.get("filename"),
+            )
+            self.items[item.order] = item
+            self.owned.add(job["id"])
+            self._update(item.order, job)
+
+    async def _await_bundles(self, stop: asyncio.Event) -> None:
+        """Every file is settled; a folder bundle is put in place after its last one, so wait
+        for each bundle's own end and say where it is (or why it is not)."""
+        for order, (bundle_id, where) in self.bundles.items():
+            bundle: dict[str, Any] = {}
+            for _ in range(int(BUNDLE_WAIT_LOOKS / self.backend.tick_seconds)):
+                with contextlib.suppress(Refused, Gone):
+                    bundle = await self.backend.bundle(bundle_id)
+                if bundle.get("state") in BUNDLE_FINAL_STATES or stop.is_set():
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.backend.tick_seconds)
+            self._bundle_outcome(order, where, bundle)
+
+    def _bundle_outcome(self, order: int, where: str, bundle: dict[str, Any]) -> None:
+        if bundle.get("state") == "completed":
+            if bundle.get("destination"):
+                self.progress.note(f"{where}: in place in {bundle['destination']}")
+            return
+        error = bundle.get("error") or {}
+        if error or bundle.get("state") not in ("failed", "cancelled"):
+            # the files' own lines do not say this: the folder itself did not land
+            message = error.get("message") or f"The set did not finish (it is {bundle.get('state')})."
+            self.outcomes[order] = Outcome.invalid(order, where, message)
 
     async def _resume_paused(self) -> None:
         """Resume the jobs found paused, until each is seen moving. Retried each look: after a
@@ -164,6 +242,15 @@ class Follower:
             outcome = Outcome.from_job(self.items[key], job, interrupted=True)
             outcome.error = note or outcome.error
             self.outcomes[key] = outcome
+
+
+def _take_line(lines: list[Item], job: dict[str, Any]) -> Item | None:
+    """The batch line a bundle's file came from (its place in the summary, its line number)."""
+    for line in lines:
+        if line.url == job.get("url"):
+            lines.remove(line)
+            return line
+    return None
 
 
 def stop_on_signals(progress: Progress) -> asyncio.Event:

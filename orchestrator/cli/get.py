@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import os
 import sys
+from pathlib import Path
+from typing import Any
 
+from ..bundles.hf_folder import parse_folder
 from ..config import Settings, settings_from_args
+from ..errors import OrchestratorError
 from ..sources import Credentials
 from .items import BadLine, CliError, Item, Outcome, RunResult, check_item, read_batch
 from .progress import Progress, choose_mode, summary_table
@@ -25,12 +30,13 @@ BATCH_STRIDE = 1_000_000  # orders of batch lines sort after command-line links,
 def run_get(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     credentials = read_credentials(args)
-    items, invalid = collect(args)
+    items, invalid, bundles = collect(args)
     for outcome in invalid:
         say(f"error: {outcome.where}: {outcome.error}")
     progress = Progress(choose_mode(args.progress))
     try:
-        result = _download(args, settings, items, credentials, progress) if items else RunResult([])
+        wanted = items or bundles
+        result = _download(args, settings, items, bundles, credentials, progress) if wanted else RunResult([])
     finally:
         progress.close()
     return report(items, invalid, result)
@@ -47,10 +53,17 @@ def read_credentials(args: argparse.Namespace) -> Credentials:
     return Credentials(civitai=values["civitai_token"], huggingface=values["hf_token"])
 
 
-def collect(args: argparse.Namespace) -> tuple[list[Item], list[Outcome]]:
-    """Checked items from the command line and the batch files, and the lines that are wrong."""
-    if not args.urls and not args.input:
-        raise CliError("nothing to download: give one or more links, or a batch file with -i FILE", 2)
+def collect(args: argparse.Namespace) -> tuple[list[Item], list[Outcome], list[dict[str, Any]]]:
+    """Checked items from the command line, and the sets of files that go as one bundle each
+    (a Hugging Face folder link, a batch file of several links, a workflow's missing models),
+    and what is wrong."""
+    workflows = getattr(args, "workflow", None) or []
+    if not args.urls and not args.input and not workflows:
+        raise CliError(
+            "nothing to download: give one or more links, a batch file with -i FILE, "
+            "or a ComfyUI workflow with --workflow FILE",
+            2,
+        )
     if args.name and len(args.urls) != 1:
         raise CliError(
             "--name names one file: give exactly one link with it (in a batch file, "
@@ -65,10 +78,15 @@ def collect(args: argparse.Namespace) -> tuple[list[Item], list[Outcome]]:
         )
     items: list[Item] = []
     invalid: list[Outcome] = []
+    bundles: list[dict[str, Any]] = []
     for order, url in enumerate(args.urls):
         where = url[:80]
         try:
-            items.append(check_item(order, where, url, args.type, args.name))
+            folder = _folder_bundle(url, args.type)
+            if folder:
+                bundles.append(folder)
+            else:
+                items.append(check_item(order, where, url, args.type, args.name))
         except BadLine as problem:
             invalid.append(Outcome.invalid(order, where, str(problem)))
     for number, path in enumerate(args.input or [], start=1):
@@ -77,15 +95,64 @@ def collect(args: argparse.Namespace) -> tuple[list[Item], list[Outcome]]:
         except BadLine as problem:
             invalid.append(Outcome.invalid(number * BATCH_STRIDE, path, str(problem)))
             continue
-        items += good
         invalid += bad
-    return items, invalid
+        if len(good) > 1:
+            bundles.append(_list_bundle(Path(path).name if path != "-" else "stdin", good))
+        else:
+            items += good
+    for number, path in enumerate(workflows):
+        try:
+            bundles.append(_workflow_bundle(path))
+        except BadLine as problem:
+            invalid.append(Outcome.invalid(2 * BATCH_STRIDE + number, path, str(problem)))
+    return items, invalid, bundles
+
+
+def _folder_bundle(url: str, model_type: str | None) -> dict[str, Any] | None:
+    """A Hugging Face folder link as a bundle request; None for any other link."""
+    try:
+        folder = parse_folder(url)
+    except OrchestratorError as error:
+        raise BadLine(error.message) from None
+    if folder is None:
+        return None
+    return {"kind": "hf_folder", "url": url, "type": model_type, "label": url[:80]}
+
+
+def _list_bundle(label: str, items: list[Item]) -> dict[str, Any]:
+    """The links of one batch file, as one bundle named after the file."""
+    entries = []
+    for item in items:
+        entry: dict[str, Any] = {"url": item.url, "type": item.model_type}
+        if item.name:
+            entry["name"] = item.name
+        if item.subfolder:
+            entry["subfolder"] = item.subfolder
+        entries.append(entry)
+    # `lines`: the follower's own, never sent; each file keeps its line's place and name
+    return {"kind": "list", "items": entries, "name": label, "label": label, "lines": items}
+
+
+def _workflow_bundle(path: str) -> dict[str, Any]:
+    """A ComfyUI workflow file (JSON, or a PNG/WebP it was saved in): its missing models.
+    The server reads it, with the same checks as the page's."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise BadLine(f"cannot read the workflow {path}: {exc.strerror or type(exc).__name__}") from None
+    return {
+        "kind": "workflow",
+        "workflow_base64": base64.b64encode(data).decode("ascii"),
+        "filename": Path(path).name,
+        "label": Path(path).name,
+    }
 
 
 def _download(
     args: argparse.Namespace,
     settings: Settings,
     items: list[Item],
+    bundles: list[dict[str, Any]],
     credentials: Credentials,
     progress: Progress,
 ) -> RunResult:
@@ -98,23 +165,29 @@ def _download(
         if (credentials.civitai or credentials.huggingface) and client.plain_http_elsewhere:
             say("warning: tokens go to that server over plain http; use https or an SSH tunnel")
         try:
-            return run_remote(client, items, credentials, args.overwrite, progress)
+            return run_remote(client, items, credentials, args.overwrite, progress, bundles)
         finally:
             client.close()
     from .local import run_local
 
-    return run_local(settings, items, credentials, args.overwrite, progress)
+    return run_local(settings, items, credentials, args.overwrite, progress, bundles)
 
 
 def run_remote(
-    client: ServerClient, items: list[Item], credentials: Credentials, overwrite: bool, progress: Progress
+    client: ServerClient,
+    items: list[Item],
+    credentials: Credentials,
+    overwrite: bool,
+    progress: Progress,
+    bundles: list[dict[str, Any]] | None = None,
 ) -> RunResult:
     from .follow import Follower, stop_on_signals
     from .remote import RemoteBackend
 
     async def follow() -> RunResult:
         stop = stop_on_signals(progress)
-        return await Follower(RemoteBackend(client), progress).run(items, credentials, overwrite, stop)
+        follower = Follower(RemoteBackend(client), progress)
+        return await follower.run(items, credentials, overwrite, stop, bundles)
 
     return asyncio.run(follow())
 
@@ -153,7 +226,7 @@ def report(items: list[Item], invalid: list[Outcome], result: RunResult) -> int:
     ]
     outcomes = invalid + result.outcomes + unstarted
     for outcome in sorted(result.outcomes, key=lambda o: o.order):
-        if outcome.state == "failed" or outcome.state == "cancelled":
+        if outcome.state in ("failed", "cancelled", "invalid"):
             say(f"error: {outcome.where}: {outcome.error}")
     if outcomes:
         print(summary_table(outcomes), flush=True)

@@ -58,11 +58,16 @@ class Item:
             body["name"] = self.name
         if self.subfolder:
             body["subfolder"] = self.subfolder
+        return {**body, **self.tokens(credentials)}
+
+    @staticmethod
+    def tokens(credentials: Credentials) -> dict[str, str]:
+        tokens = {}
         if credentials.civitai:
-            body["civitai_token"] = credentials.civitai
+            tokens["civitai_token"] = credentials.civitai
         if credentials.huggingface:
-            body["hf_token"] = credentials.huggingface
-        return body
+            tokens["hf_token"] = credentials.huggingface
+        return tokens
 
 
 @dataclass

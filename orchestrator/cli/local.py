@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..bundles.model import BundleStore
+from ..bundles.service import BundleService
 from ..config import Settings
 from ..engines import EngineChoice, choose_engine
 from ..errors import OrchestratorError
@@ -35,7 +37,12 @@ T = TypeVar("T")
 
 
 def run_local(
-    settings: Settings, items: list[Item], credentials: Credentials, overwrite: bool, progress: Progress
+    settings: Settings,
+    items: list[Item],
+    credentials: Credentials,
+    overwrite: bool,
+    progress: Progress,
+    bundles: list[dict[str, Any]] | None = None,
 ) -> RunResult:
     """Blocking: runs its own event loop. Must be called from the main thread (signals)."""
     if _loop_running():
@@ -45,11 +52,16 @@ def run_local(
         )
     _make_folders(settings)
     with _state_lock(settings.state_dir):
-        return asyncio.run(_run(settings, items, credentials, overwrite, progress))
+        return asyncio.run(_run(settings, items, credentials, overwrite, progress, bundles or []))
 
 
 async def _run(
-    settings: Settings, items: list[Item], credentials: Credentials, overwrite: bool, progress: Progress
+    settings: Settings,
+    items: list[Item],
+    credentials: Credentials,
+    overwrite: bool,
+    progress: Progress,
+    bundles: list[dict[str, Any]],
 ) -> RunResult:
     stop = stop_on_signals(progress)
     choice: EngineChoice = await asyncio.to_thread(choose_engine, settings)
@@ -59,12 +71,17 @@ async def _run(
         if stop.is_set():
             return RunResult([], interrupted=True)
         store = _open_store(settings.database_path)
-        manager = Manager(settings, store, choice.engine, Hub())
+        hub = Hub()
+        manager = Manager(settings, store, choice.engine, hub)
+        bundle_service = BundleService(manager, BundleStore(settings.database_path), hub)
         try:
             await manager.start()
-            follower = Follower(LocalBackend(manager, choice), progress)
-            return await follower.run(items, credentials, overwrite, stop)
+            await bundle_service.start()
+            follower = Follower(LocalBackend(manager, choice, bundle_service), progress)
+            return await follower.run(items, credentials, overwrite, stop, bundles)
         finally:
+            await bundle_service.stop()  # a folder whose files are all in is put in place first
+            bundle_service.store.close()
             await manager.stop()  # saves every job; the staging files stay where they are
             store.close()
     finally:
@@ -77,13 +94,24 @@ class LocalBackend:
 
     tick_seconds = 0.25  # the jobs are in memory: looking is cheap
 
-    def __init__(self, manager: Manager, choice: EngineChoice) -> None:
+    def __init__(self, manager: Manager, choice: EngineChoice, bundles: BundleService) -> None:
         self.manager = manager
         self.choice = choice
+        self.bundles = bundles
 
     async def submit(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         job, created = await self._call(self.manager.submit(body))
         return job.public(), created
+
+    async def create_bundle(self, body: dict[str, Any]) -> dict[str, Any]:
+        bundle = await self._call(self.bundles.create(body))
+        return self.bundles.detail(bundle.id)
+
+    async def bundle(self, bundle_id: str) -> dict[str, Any]:
+        try:
+            return self.bundles.detail(bundle_id)
+        except OrchestratorError as error:
+            raise Refused(error.message) from None
 
     async def job(self, job_id: str) -> dict[str, Any]:
         try:

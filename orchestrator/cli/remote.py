@@ -26,8 +26,14 @@ class RemoteBackend:
     async def submit(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         return await self._call(self.client.submit, body)
 
+    async def create_bundle(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._call(self.client.create_bundle, body)
+
     async def job(self, job_id: str) -> dict[str, Any]:
         return await self._call(self.client.job, job_id)
+
+    async def bundle(self, bundle_id: str) -> dict[str, Any]:
+        return await self._call(self.client.bundle, bundle_id)
 
     async def act(self, job_id: str, action: str) -> dict[str, Any]:
         return await self._call(self.client.act, job_id, action)

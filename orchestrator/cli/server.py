@@ -83,6 +83,20 @@ class ServerClient:
         response = self._request("POST", "/api/downloads", json=body)
         return self._job(response), response.status_code == 201
 
+    def create_bundle(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A bundle (a list, a workflow, a folder), with its files' jobs under `files`."""
+        answer = self._decode(self._request("POST", "/api/bundles", json=body))
+        bundle = answer.get("bundle") if isinstance(answer, dict) else None
+        if not isinstance(bundle, dict) or not isinstance(bundle.get("files"), list):
+            raise ServerGone("bad_answer", f"{self.base_url} sent something other than a bundle.")
+        return bundle
+
+    def bundle(self, bundle_id: str) -> dict[str, Any]:
+        answer = self._decode(self._request("GET", f"/api/bundles/{bundle_id}"))
+        if not isinstance(answer, dict) or not isinstance(answer.get("bundle"), dict):
+            raise ServerGone("bad_answer", f"{self.base_url} sent something other than a bundle.")
+        return answer["bundle"]
+
     def job(self, job_id: str) -> dict[str, Any]:
         return self._job(self._request("GET", f"/api/downloads/{job_id}"))
 

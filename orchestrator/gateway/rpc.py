@@ -33,7 +33,7 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -86,7 +86,8 @@ class Gateway:
     ) -> None:
         self.bound_to_loopback = bound_to_loopback
         self._hub = Hub()
-        self._daemon = DaemonConnection(daemon_url, daemon_secret, self._hub.publish)
+        self._listeners: list[Callable[[dict[str, Any]], None]] = []
+        self._daemon = DaemonConnection(daemon_url, daemon_secret, self._notified)
         self._dispatcher = Dispatcher(access_token, policy, intake, self._daemon)
         self._clients: set[_Client] = set()
 
@@ -99,6 +100,15 @@ class Gateway:
         for client in list(self._clients):
             await client.close(1001, "server_stopping")
         await self._daemon.stop()
+
+    def listen(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        """`listener` hears each of the daemon's notifications too (on the event loop)."""
+        self._listeners.append(listener)
+
+    def _notified(self, notification: dict[str, Any]) -> None:
+        self._hub.publish(notification)
+        for listener in self._listeners:
+            listener(notification)
 
     @property
     def listening(self) -> bool:

@@ -40,4 +40,6 @@ class Announcer:
         self.event(live, status, **messages.progress_fields(live.job))
 
     def started(self, live: LiveJob) -> None:
-        self.event(live, "started", url=live.job.url, type=live.job.model_type)
+        # a bundle's file says so from its first event: a page shows it inside the bundle's card
+        bundled = {"bundle": live.job.bundle} if live.job.bundle else {}
+        self.event(live, "started", url=live.job.url, type=live.job.model_type, **bundled)

@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import logging
 import stat
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec
@@ -374,7 +374,9 @@ async def finish(ctx: Context, live: LiveJob, engine_sha256: str | None) -> Outc
     if size == 0:
         ctx.remove_staging(job)
         raise OrchestratorError("empty_file", "The server sent an empty file instead of the model.", 502)
-    digest = await asyncio.to_thread(_check_or_discard, ctx, job, staged, size, engine_sha256)
+    digest = await _reporting_verification(
+        ctx, live, asyncio.to_thread(_check_or_discard, ctx, job, staged, size, engine_sha256)
+    )
     target = ctx.target(job)
     if target.exists() and not job.overwrite:
         return await _same_file_or_error(ctx, job, staged, target, size, digest)
@@ -401,6 +403,20 @@ async def _same_file_or_error(
     await asyncio.to_thread(ctx.remove_staging, job)
     await add_sidecars(ctx, job, target)
     return Completed(size, digest, already_present=True, compared="sha256")
+
+
+async def _reporting_verification(ctx: Context, live: LiveJob, check: Awaitable[str | None]) -> str | None:
+    """The check runs in a thread; meanwhile the bytes hashed so far go out as `verified`
+    progress, so a big file's last seconds show what happens."""
+    task = asyncio.ensure_future(check)
+    try:
+        while not task.done():
+            await asyncio.wait({task}, timeout=ctx.settings.poll_interval)
+            if not task.done() and live.job.verified:
+                ctx.announce.progress(live, "progress")
+        return task.result()
+    finally:
+        live.job.verified = None
 
 
 def _check_or_discard(
@@ -430,9 +446,9 @@ def _check(ctx: Context, job: Job, staged: Path, size: int, engine_sha256: str |
     if not job.expected_sha256:
         return engine_sha256
     if ctx.engine.engine.verifies_sha256:
-        digest = job.expected_sha256  # aria2 checked it against the checksum option
+        digest = job.expected_sha256  # the engine checked it itself
     else:
-        digest = engine_sha256 or files.sha256_of(staged)
+        digest = engine_sha256 or files.sha256_of(staged, lambda done: setattr(job, "verified", done))
     if digest != job.expected_sha256:
         raise checksum_mismatch()
     return digest

@@ -7,6 +7,7 @@ The real command in a subprocess, the local fake origin as the world, a real ari
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -17,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, _kill_stray_aria2, free_port, needs_aria2
+from tests.fakes.model_files import opaque_safetensors
+from tests.fakes.world import fake_world
 
 pytestmark = [pytest.mark.integration, needs_aria2]
 
@@ -355,3 +358,106 @@ def test_doctor_fails_on_an_unusable_models_folder(cli):
     assert result.returncode == 1
     failing = result.stdout.split("FAIL  models folder:")[1].splitlines()
     assert "is not a folder" in failing[0] and failing[1].strip().startswith("fix:")
+
+
+# -- sets of files: a workflow, a Hugging Face folder, a batch file ---------------------------
+
+
+def test_get_workflow_downloads_its_missing_models_and_fails_on_the_one_without_a_link(cli, origin, tmp_path):
+    lora = origin.add_file("/wf/ink.safetensors", 2 * MiB)
+    vae = origin.add_file("/wf/ae.safetensors", MiB)
+    document = {
+        "nodes": [
+            {
+                "id": 1,
+                "type": "LoraLoader",
+                "mode": 0,
+                "properties": {},
+                "widgets_values": ["ink.safetensors"],
+            },
+            {
+                "id": 2,
+                "type": "UNETLoader",
+                "mode": 0,
+                "properties": {},
+                "widgets_values": ["flux1-dev.gguf"],
+            },
+        ],
+        "links": [],
+        "models": [
+            {"name": "ink.safetensors", "url": origin.url("/wf/ink.safetensors"), "directory": "loras"},
+            {"name": "ae.safetensors", "url": origin.url("/wf/ae.safetensors"), "directory": "models/vae"},
+        ],
+    }
+    path = tmp_path / "flux-ink.json"
+    path.write_text(json.dumps(document))
+
+    result = cli.run("get", "--layout", "comfyui", "--workflow", str(path))
+
+    assert result.returncode == 1, result.stderr  # the workflow still lacks a model: not a success
+    assert (cli.models / "loras" / "ink.safetensors").read_bytes() == lora
+    assert (cli.models / "vae" / "ae.safetensors").read_bytes() == vae
+    assert "flux-ink.json: flux1-dev.gguf" in result.stderr and "no link" in result.stderr.lower()
+    table = "\n".join(summary(result.stdout))
+    assert "ink.safetensors" in table and "ae.safetensors" in table
+    assert cli.staging_files() == []
+
+    again = cli.run("get", "--layout", "comfyui", "--workflow", str(path))  # nothing is fetched twice
+    assert "ink.safetensors: already in place" in again.stdout, again.stdout
+
+
+def test_get_workflow_that_is_not_one_says_so_and_starts_nothing(cli, tmp_path):
+    path = tmp_path / "notes.json"
+    path.write_text('{"hello": "world"}')
+    result = cli.run("get", "--workflow", str(path))
+    assert result.returncode == 1
+    assert "notes.json" in result.stderr and "workflow" in result.stderr.lower()
+    assert "Traceback" not in result.stderr
+    assert cli.model_files() == []
+    missing = cli.run("get", "--workflow", str(tmp_path / "absent.json"))
+    assert missing.returncode == 1 and "cannot read the workflow" in missing.stderr
+
+
+def test_get_of_a_hub_folder_link_puts_the_whole_folder_in_place_on_the_server(cli, server_factory):
+    with fake_world() as world:
+        world.hub.add_repo("acme/flux-parts")
+        parts = {
+            "text_encoder/config.json": b'{"architectures": ["T5EncoderModel"]}',
+            "text_encoder/model-00001-of-00002.safetensors": opaque_safetensors(os.urandom(2 * MiB)),
+            "text_encoder/model-00002-of-00002.safetensors": opaque_safetensors(os.urandom(MiB)),
+        }
+        for name, data in parts.items():
+            world.hub.add_file("acme/flux-parts", name, data, lfs=name.endswith(".safetensors"))
+        server = server_factory(env=world.env)
+        link = "https://huggingface.co/acme/flux-parts/tree/main/text_encoder"
+
+        result = cli.run("get", link, "--type", "text_encoder", env={"ORCHESTRATOR_PORT": str(server.port)})
+
+        assert result.returncode == 0, result.stderr
+        assert "in place in text_encoder/text_encoder" in result.stdout, result.stdout
+        for name, data in parts.items():
+            assert (server.models / "text_encoder" / name).read_bytes() == data, name
+        (made,) = server.api("GET", "/api/bundles").json()["bundles"]
+        assert (made["kind"], made["state"], made["counts"]["total"]) == ("hf_folder", "completed", 3)
+
+
+def test_get_i_makes_one_bundle_of_a_batch_file_that_the_page_sees(cli, server_factory, origin, tmp_path):
+    first = origin.add_file("/batch/one.safetensors", MiB)
+    second = origin.add_file("/batch/two.pt", MiB)
+    batch = tmp_path / "weekend.txt"
+    batch.write_text(
+        f"{origin.url('/batch/one.safetensors')} lora\n"
+        f"{origin.url('/batch/two.pt')} embedding styles/two.pt\n"
+    )
+    server = server_factory()
+
+    result = cli.run("get", "-i", str(batch), env={"ORCHESTRATOR_PORT": str(server.port)})
+
+    assert result.returncode == 0, result.stderr
+    assert (server.models / "lora" / "one.safetensors").read_bytes() == first
+    assert (server.models / "embedding" / "styles" / "two.pt").read_bytes() == second
+    (made,) = server.api("GET", "/api/bundles").json()["bundles"]
+    assert (made["kind"], made["name"], made["state"]) == ("list", "weekend.txt", "completed")
+    assert sorted(made["jobs"]) == sorted(
+        job["id"] for job in server.api("GET", "/api/downloads").json()["jobs"]
+    )

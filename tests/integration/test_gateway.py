@@ -321,6 +321,18 @@ def test_a_websocket_client_hears_a_download_start_and_complete(stack: GatewaySe
     assert (stack.models / "vae" / "vae.safetensors").read_bytes() == data
 
 
+def test_the_app_hears_the_daemons_notifications_too(stack: GatewayServer, origin: Origin) -> None:
+    """What wakes the poller when a transfer ends (app.py), instead of its next tick."""
+    heard: list[dict] = []
+    stack.gateway.listen(heard.append)
+    origin.add_file("/heard.safetensors", MiB)
+    gid = stack.api().add_uris([origin.url("/heard.safetensors")], {"dir": "vae"}).gid
+    wait(
+        lambda: notified(heard, "aria2.onDownloadComplete", gid), "no onDownloadComplete reached the listener"
+    )
+    assert notified(heard, "aria2.onDownloadStart", gid)
+
+
 def test_the_npm_aria2_client_calls_adds_and_hears_notifications(
     stack: GatewayServer, origin: Origin, npm_client: Path
 ) -> None:
