@@ -41,6 +41,8 @@ STATUS_KEYS = [
     "errorMessage",
     "verifiedLength",  # present while aria2 checks the published sha256 of a finished file
     "verifyIntegrityPending",  # "true" while that check waits for another one to finish
+    "bitfield",  # which pieces are complete: the part from the start may be hashed already
+    "pieceLength",
 ]
 SESSION_MARK = "."  # a handle is "<gid>.<sessionId>": the daemon run the transfer was seen in
 _STATES = {
@@ -200,6 +202,7 @@ class Aria2Engine:
             total=total,
             speed=float(raw.get("downloadSpeed", 0)),
         )
+        status.written = _complete_prefix(raw.get("bitfield"), raw.get("pieceLength"), total)
         if "verifiedLength" in raw or raw.get("verifyIntegrityPending") == "true":
             status.verified = int(raw.get("verifiedLength") or 0)
         if status.state == ERROR:
@@ -287,3 +290,17 @@ def _session_of_answer(answer: object) -> str:
     if isinstance(answer, list) and answer and isinstance(answer[0], dict) and answer[0].get("sessionId"):
         return str(answer[0]["sessionId"])
     raise ValueError("aria2 answered getSessionInfo without a sessionId")
+
+
+def _complete_prefix(bitfield: object, piece_length: object, total: int | None) -> int | None:
+    """Bytes from the start of the file whose pieces are all complete (aria2's bitfield is hex,
+    the first piece in the highest bit)."""
+    if not isinstance(bitfield, str) or not bitfield or not total:
+        return None
+    try:
+        pieces = bin(int(bitfield, 16))[2:].zfill(len(bitfield) * 4)
+        length = int(str(piece_length))
+    except ValueError:
+        return None
+    leading = len(pieces) - len(pieces.lstrip("1"))
+    return min(total, leading * length)

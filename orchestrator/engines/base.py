@@ -47,6 +47,7 @@ class TransferStatus:
     sha256: str | None = None  # set when the engine hashed or verified the bytes
     http_status: int | None = None  # 403/410 suggest an expired signed URL
     verified: int | None = None  # bytes checked so far, while the engine verifies a finished file
+    written: int | None = None  # bytes from the start known complete, while it downloads (aria2)
 
 
 class Engine(Protocol):

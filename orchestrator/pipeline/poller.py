@@ -20,6 +20,7 @@ from ..errors import OrchestratorError
 from ..jobs import Job, State
 from . import observe, space
 from .context import Context
+from .early_hash import RunningHash
 from .health import EngineHealth
 from .registry import LiveJob
 from .work import Worker
@@ -30,6 +31,8 @@ ENGINE_REFRESH = 10.0  # seconds between looks at the engine's own settings
 SAVE_PROGRESS_EVERY = 5.0  # seconds between progress writes to SQLite
 STALL_BYTES = 64 * 1024  # less than this in `stall_seconds` counts as stalled
 WATCHED = (State.QUEUED, State.DOWNLOADING, State.PAUSED)
+LOOKS_AFTER_WAKE = 6  # after a transfer ended: quick looks while its job is still busy
+LOOK_AGAIN_AFTER = 0.1  # seconds
 
 
 class Poller:
@@ -39,6 +42,8 @@ class Poller:
         self.health = health
         self._wake = asyncio.Event()  # set (from any thread) when a transfer ends
         self._task: asyncio.Task[None] | None = None
+        self._early_hashes: set[asyncio.Task[None]] = set()
+        self._look_again = 0  # quick looks left after a wake-up  # reads in worker threads, kept alive
 
     def start(self) -> None:
         self.ctx.engine.engine.on_finish = self._wake_from_thread(asyncio.get_running_loop())
@@ -76,9 +81,17 @@ class Poller:
                     await self._refresh_engine()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.next_poll_in())
+            if self._wake.is_set():
+                self._look_again = LOOKS_AFTER_WAKE
+            self._look_again = max(0, self._look_again - 1)
             self._wake.clear()
             try:
                 await self.poll_once()
+                # a transfer that ended while its job was still being handed over was skipped
+                # (aria2 may tell before its answer to addUri arrives): look again in a moment
+                # rather than a whole interval later, a small file's whole wait
+                if not any(live.busy for live in self.ctx.registry):
+                    self._look_again = 0
                 await self.carry_out_what_waited()
             except OrchestratorError as error:
                 self.health.mark(False, error.message)
@@ -111,6 +124,8 @@ class Poller:
         Progress events keep their own once-a-second limit."""
         if not self.health.up:
             return 2.0
+        if self._look_again:
+            return LOOK_AGAIN_AFTER
         interval = self.ctx.settings.poll_interval
         etas = [
             live.job.eta
@@ -153,6 +168,7 @@ class Poller:
         job = live.job
         learned_size = job.size is None and bool(status.total)
         _take_numbers(job, status)
+        self._hash_early(live, status)
         stalled = self._stalled_for(live, status)
         decision = observe.decide(job, status, self.ctx.has_staged_bytes(job), live.repairs, stalled)
         if learned_size and job.size:  # the size the engine's GET announced: does it fit?
@@ -167,6 +183,21 @@ class Poller:
         if time.monotonic() - live.last_saved > SAVE_PROGRESS_EVERY:
             live.last_saved = time.monotonic()
             self.ctx.save(job)
+
+    def _hash_early(self, live: LiveJob, status: TransferStatus) -> None:
+        """A published SHA-256 is checked by the app: hash the part already complete, so the
+        check after the last byte reads only the rest (early_hash.py)."""
+        job = live.job
+        if not job.expected_sha256 or not job.handle or status.written is None or status.state != ACTIVE:
+            return
+        running = live.early_hash
+        if running is None or running.handle != job.handle:
+            running = live.early_hash = RunningHash(job.handle, self.ctx.staged(job))
+        if running.wants(job.handle, status.written):
+            running.busy = True
+            task = asyncio.create_task(asyncio.to_thread(running.advance, status.written))
+            self._early_hashes.add(task)
+            task.add_done_callback(self._early_hashes.discard)
 
     def _stalled_for(self, live: LiveJob, status: TransferStatus) -> float | None:
         """Seconds since the transfer last gained STALL_BYTES, once that is over the limit."""

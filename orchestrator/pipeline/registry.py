@@ -17,6 +17,7 @@ from .. import files
 from ..errors import OrchestratorError
 from ..jobs import Job, JobStore
 from ..sources import Credentials
+from .early_hash import RunningHash
 
 MAX_JOBS = 5000  # kept records, finished ones included
 MAX_ACTIVE_JOBS = 500  # jobs not yet finished
@@ -28,6 +29,7 @@ class LiveJob:
     credentials: Credentials = field(default_factory=Credentials, repr=False)
     task: asyncio.Task[None] | None = None  # the coroutine working on the job, if any
     hasher: asyncio.Task[None] | None = None  # the SHA-256 of the installed file, after `success`
+    early_hash: RunningHash | None = None  # the published SHA-256's check, begun while it downloads
     repairs: int = 0  # re-adds of a transfer the engine lost or whose link expired
     last_event: float = 0.0  # monotonic time of the last progress event
     last_saved: float = 0.0  # monotonic time progress was last written to SQLite

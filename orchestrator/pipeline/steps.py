@@ -27,6 +27,7 @@ from ..jobs import Job, State
 from ..sources import Resolved
 from . import space
 from .context import Context
+from .early_hash import RunningHash
 from .registry import LiveJob
 
 log = logging.getLogger(__name__)
@@ -362,6 +363,7 @@ async def finish(ctx: Context, live: LiveJob, engine_sha256: str | None) -> Outc
     ctx.move(live, State.VERIFYING)
     job.rate, job.eta = 0.0, None
     ctx.announce.progress(live, "progress")
+    finished_handle = job.handle
     if job.handle:
         await ctx.engine.forget(job.handle)
         job.handle = None
@@ -374,6 +376,9 @@ async def finish(ctx: Context, live: LiveJob, engine_sha256: str | None) -> Outc
     if size == 0:
         ctx.remove_staging(job)
         raise OrchestratorError("empty_file", "The server sent an empty file instead of the model.", 502)
+    early, live.early_hash = live.early_hash, None
+    if engine_sha256 is None and early is not None:  # most of it was hashed while it downloaded
+        engine_sha256 = await asyncio.to_thread(_early_digest, early, finished_handle, job)
     digest = await _reporting_verification(
         ctx, live, asyncio.to_thread(_check_or_discard, ctx, job, staged, size, engine_sha256)
     )
@@ -417,6 +422,16 @@ async def _reporting_verification(ctx: Context, live: LiveJob, check: Awaitable[
         return task.result()
     finally:
         live.job.verified = None
+
+
+def _early_digest(early: RunningHash, handle: str | None, job: Job) -> str | None:
+    """Blocking: the digest hashed during the download, when it proves the published one; else
+    None, and the whole file is read again to decide (early_hash.py)."""
+    digest = early.finish(handle)
+    if digest is not None and digest != job.expected_sha256:
+        log.info("job %s: the early hash differs; reading the whole file again", job.id)
+        return None
+    return digest
 
 
 def _check_or_discard(

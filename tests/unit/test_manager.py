@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from orchestrator.engines.base import (
     PAUSED,
     REMOVED,
     WAITING,
+    Transfer,
 )
 from orchestrator.errors import OrchestratorError
 from orchestrator.events import Hub
@@ -1067,6 +1069,32 @@ def test_an_engine_that_says_a_transfer_ended_wakes_the_poll_at_once(tmp_path: P
         notifier.join()
         await world.state(job, State.COMPLETED)
         assert len(world.engine.called("poll")) == polls + 1
+        assert world.model_files() == ["lora/model.safetensors"]
+
+    scenario(tmp_path, body, poll_interval=3600.0)
+
+
+def test_a_transfer_that_ends_before_its_hand_over_is_done_is_noticed_without_the_interval(
+    tmp_path: Path,
+) -> None:
+    """aria2 may say a small file is complete before its answer to addUri is back: the wake-up
+    finds the job still busy, so the poll looks again a moment later, not an interval later."""
+
+    async def body(world: World) -> None:
+        await world.manager.start()
+        engine = world.engine
+        plain_start = engine.start
+
+        def start_and_finish_at_once(transfer: Transfer) -> str:
+            handle = plain_start(transfer)
+            engine.finish(handle, DATA)
+            engine.on_finish()  # told while the job's hand-over is still running
+            time.sleep(0.05)
+            return handle
+
+        engine.start = start_and_finish_at_once  # type: ignore[method-assign]
+        job = await world.submit()
+        await world.state(job, State.COMPLETED)
         assert world.model_files() == ["lora/model.safetensors"]
 
     scenario(tmp_path, body, poll_interval=3600.0)
