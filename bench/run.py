@@ -22,6 +22,8 @@ from . import bundle_report, report
 from .bundle import FILE_RUNS, BundleResult, run_bundle, space_needed
 from .clients import ARIA2_CONF, App, aria2_flags, read_conf
 from .data import GiB, MiB, Workspace, check_free_space, human_rate, human_size, make_random_file
+from .library import measure as measure_library
+from .library import render as render_library
 from .load import LoadResult, run_load
 from .measure import Summary, load_average
 from .nginx import Nginx, parse_rate
@@ -39,7 +41,7 @@ from .throughput import (
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-SCENARIOS = ("cdn16", "cdn1", "fast", "load", "bundle")
+SCENARIOS = ("cdn16", "cdn1", "fast", "load", "bundle", "library")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -141,12 +143,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n== load: {args.downloads} downloads, {args.clients} WebSocket clients", flush=True)
             load = run_load_scenario(args, ws, web, children)
             print(render_load(load))
+        library = None
+        if "library" in args.only:
+            print(
+                "\n== library: a scan of 2,000 files against sha256sum, a rescan, GET /api/models", flush=True
+            )
+            library = measure_library(ws, children, args.quick)
         info["load_after"] = load_average()
         sections = {}
-        if scenarios or load:  # `--only bundle` leaves the other results as they are
+        if scenarios or load:  # `--only bundle` (or library) leaves the other results as they are
             sections["results"] = render_all(args, info, scenarios, load, flags, time.monotonic() - started)
         if bundle:
             sections["bundle"] = bundle_report.render(bundle, info, _command(), args.rounds)
+        if library is not None:
+            sections["library"] = render_library(library, _command())
         print("\n" + "\n\n".join(sections.values()))
         save_json(args, info, scenarios + ([bundle.bundle, bundle.single] if bundle else []), load)
         if not args.no_write:

@@ -31,6 +31,7 @@ SERVE_FLAGS = (
     "block-private",
     "private-allow",
     "sidecars",
+    "library-lookups",
     "comfyui",
     "comfyui-extra-paths",
     "a1111",

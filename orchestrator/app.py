@@ -35,8 +35,9 @@ from .gateway import Policy as RpcPolicy
 from .gateway.orchestrated import OrchestratorIntake
 from .gateway.rpc import PATH as RPC_PATH
 from .jobs import JobStore, exclusive_state
+from .library.api import routes as library_routes
+from .library.service import LibraryService
 from .manager import Manager
-from .roots import ModelRoots, iter_models
 from .security import AccessGuard, new_access_token, request_exposed
 
 log = logging.getLogger(__name__)
@@ -129,12 +130,8 @@ def create_app(settings: Settings, choice: EngineChoice | None = None) -> Starle
         job = await getattr(manager(), action)(request.path_params["job_id"])
         return JSONResponse({"job": job.public()})
 
-    async def installed_models(request: Request) -> Response:
-        listing = await asyncio.to_thread(_installed, manager().ctx.roots, manager().types())
-        return JSONResponse({"models": listing})
-
     async def websocket(socket: WebSocket) -> None:
-        await _serve_socket(socket, manager(), state["bundles"], state["hub"])
+        await _serve_socket(socket, manager(), state["bundles"], state["hub"], state["library"])
 
     async def jsonrpc_http(request: Request) -> Response:
         gateway = state.get("gateway")
@@ -159,7 +156,7 @@ def create_app(settings: Settings, choice: EngineChoice | None = None) -> Starle
         Route("/api/health", health),
         Route("/api/types", types),
         Route("/api/vocabulary", vocabulary),
-        Route("/api/models", installed_models),
+        *library_routes(lambda: state["library"]),
         Route("/api/downloads", list_downloads, methods=["GET"]),
         Route("/api/downloads", create_download, methods=["POST"]),
         Route("/api/downloads/{job_id}", one_download, methods=["GET"]),
@@ -193,7 +190,9 @@ async def _running(
     manager.health.describe_choice(picked.describe())
     bundles = BundleService(manager, BundleStore(settings.database_path), hub)
     await bundles.start()
-    state.update(manager=manager, hub=hub, choice=picked, bundles=bundles)
+    library = LibraryService(manager, hub)
+    await library.start()
+    state.update(manager=manager, hub=hub, choice=picked, bundles=bundles, library=library)
     gateway = await _start_gateway(settings, picked, manager, token)
     state["gateway"] = gateway
     watchdog = asyncio.create_task(_watch_daemon(picked, manager))
@@ -204,6 +203,7 @@ async def _running(
         watchdog.cancel()
         if gateway:
             await gateway.stop()
+        await library.stop()
         await bundles.stop()
         bundles.store.close()
         await manager.stop()
@@ -270,24 +270,12 @@ async def _watch_daemon(choice: EngineChoice, manager: Manager) -> None:
             log.exception("could not restart aria2c")
 
 
-def _installed(model_roots: ModelRoots, types: list[dict[str, str]]) -> dict[str, list[dict[str, Any]]]:
-    """Every model file in every folder of every type, subfolders included (`SDXL/x.safetensors`)."""
-    listing: dict[str, list[dict[str, Any]]] = {entry["name"]: [] for entry in types if entry["folder"]}
-    for found in iter_models(model_roots):
-        try:
-            info = (found.root / found.relative).stat()
-        except OSError:
-            continue
-        listing.setdefault(found.model_type, []).append(
-            {"name": found.relative.as_posix(), "size": info.st_size, "modified": info.st_mtime}
-        )
-    return listing
-
-
 # -- WebSocket -----------------------------------------------------------------------
 
 
-async def _serve_socket(socket: WebSocket, manager: Manager, bundles: BundleService, hub: Hub) -> None:
+async def _serve_socket(
+    socket: WebSocket, manager: Manager, bundles: BundleService, hub: Hub, library: LibraryService
+) -> None:
     await socket.accept()
     subscription = hub.subscribe()
     subscription.put(
@@ -298,6 +286,7 @@ async def _serve_socket(socket: WebSocket, manager: Manager, bundles: BundleServ
                 manager.vocabulary(),
                 manager.notices,
                 bundles.snapshot(),
+                library.summary(),
             )
         )
     )

@@ -124,6 +124,7 @@ class Settings:
     comfyui_extra_paths: Path | None = None  # an extra_model_paths.yaml of one's own
     a1111: Path | None = None  # an AUTOMATIC1111 / Forge install: models/, embeddings/
     subfolder_template: str = ""  # e.g. "{base_model}": a subfolder for downloads that name none
+    library_lookups: bool = True  # ask CivitAI by hash what files of unknown source are, and for updates
 
     @property
     def exposed(self) -> bool:
@@ -230,6 +231,11 @@ _FLAGS: dict[str, tuple[str, str | None, str]] = {
         "on",
         "write <name>.json, <name>.civitai.info and <name>.preview.<ext> beside models: on | off",
     ),
+    "library-lookups": (
+        "ORCHESTRATOR_LIBRARY_LOOKUPS",
+        "on",
+        "ask CivitAI by SHA-256 what files of unknown source are, and whether newer versions exist: on | off",
+    ),
 }
 
 
@@ -266,6 +272,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     sidecars = str(values.get("sidecars") or os.environ.get("ORCHESTRATOR_SIDECARS") or "on").lower()
     if sidecars not in SWITCHES:
         raise SystemExit(f"--sidecars must be on or off, not {sidecars!r}")
+    lookups = str(values.get("library_lookups") or os.environ.get("ORCHESTRATOR_LIBRARY_LOOKUPS") or "on")
+    if lookups.lower() not in SWITCHES:
+        raise SystemExit(f"--library-lookups must be on or off, not {lookups!r}")
     try:
         port = int(pick("port"))
         poll = float(pick("poll-interval"))
@@ -305,6 +314,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         comfyui_extra_paths=_path(optional("comfyui-extra-paths")),
         a1111=a1111,
         subfolder_template=pick("subfolder-template"),
+        library_lookups=SWITCHES[lookups.lower()],
     )
 
 

@@ -49,6 +49,14 @@ def bundle_event(summary: dict[str, Any], status: str, request_id: Any = None) -
     }
 
 
+def library_event(status: str, **data: Any) -> Message:
+    """What happened in the model library, to every client: `scan_started`, `scan_progress`,
+    `scan_done` (a scan of the models folders), `changed` (files recorded, identified or
+    described anew; `files` holds them as `GET /api/models` lists them), `removed` (a file
+    deleted; `path`), `updates` (newer CivitAI versions found)."""
+    return {"type": "library", "data": {"status": status, **data}}
+
+
 def engine_event(info: dict[str, Any], message: str | None) -> Message:
     return {"type": "engine", "data": {**info, "message": message}}
 
@@ -59,9 +67,11 @@ def hello(
     vocabulary: dict[str, Any],
     notices: list[str],
     bundles: list[dict[str, Any]] | None = None,
+    library: dict[str, Any] | None = None,
 ) -> Message:
     """The first message on every socket: the engine, every job and bundle, the words of the
-    protocol, and what the server had to do at start that a person should know."""
+    protocol, what the server had to do at start that a person should know, and the library's
+    summary (files, a running scan's progress, duplicates, updates)."""
     return {
         "type": "hello",
         "data": {
@@ -72,6 +82,7 @@ def hello(
             "layout": vocabulary["layout"],
             "vocabulary": vocabulary,
             "notices": notices,
+            "library": library,
         },
     }
 

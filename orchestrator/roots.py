@@ -518,10 +518,12 @@ def _walk(root: str, directory: str, other_roots: set[str], seen: set[str]) -> I
     for entry in entries:
         if entry.name.startswith(".") or entry.name == STAGING_FOLDER:
             continue
-        real = os.path.realpath(entry.path)
-        if entry.is_symlink() and not _under(real, root):
+        # realpath only where it can differ from the name (a link) or is needed (a folder):
+        # a library of thousands of files is listed on every GET /api/models
+        if entry.is_symlink() and not _under(os.path.realpath(entry.path), root):
             continue
         if entry.is_dir():
+            real = os.path.realpath(entry.path)
             if real not in seen and real not in other_roots:
                 seen.add(real)
                 for inner in _walk(root, entry.path, other_roots, seen):

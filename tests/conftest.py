@@ -77,6 +77,8 @@ class Server:
         for name in ("CIVITAI_TOKEN", "HF_TOKEN", "ARIA2_SECRET"):
             if name not in self.env:
                 env.pop(name, None)
+        # the library asks CivitAI about files of unknown source: only a test that gives a fake may
+        env.setdefault("ORCHESTRATOR_LIBRARY_LOOKUPS", "on" if "CIVITAI_BASE_URL" in self.env else "off")
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 self.command(), cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT

@@ -5,7 +5,7 @@ import { BundleList } from "./bundles.js";
 import { el, setText, show } from "./dom.js";
 import { ACTIVE_STATES, checkUrl, formatRate, nameFromUrl, toPercent } from "./format.js";
 import { JobList, displayLabel } from "./jobs.js";
-import { InstalledModels } from "./models.js";
+import { LibraryView } from "./library.js";
 import { SetPicker } from "./sets.js";
 import { LiveSocket } from "./socket.js";
 import { savedTokenFields, setupTokens } from "./tokens.js";
@@ -364,6 +364,9 @@ function onMessage(message) {
     case "error":
       onError(message);
       break;
+    case "library": // scan progress, files changed or removed
+      models.onEvent(message.data);
+      break;
     case "engine": // the engine went away, came back, or its settings changed (a speed limit)
       if (message.data && typeof message.data === "object") showEngine(message.data);
       break;
@@ -500,13 +503,17 @@ ui.showCleared.addEventListener("click", () => {
 
 // ---------- installed models, keys, socket ----------
 
-const models = new InstalledModels({
+const models = new LibraryView({
   section: $("models-section"),
   list: $("models"),
   status: $("models-status"),
   refresh: $("models-refresh"),
+  scan: $("models-scan"),
   filter: $("models-filter"),
+  type: $("models-type"),
+  base: $("models-base"),
   typeOrder: () => state.types,
+  toast,
 });
 
 setupTokens({

@@ -1,4 +1,4 @@
-"""The user commands beside `serve`: get, ls, cancel, pause, resume, doctor.
+"""The user commands beside `serve`: get, ls, cancel, pause, resume, models, doctor.
 
 | module     | its job |
 |------------|---------|
@@ -9,6 +9,7 @@
 | local.py   | `get` in this process: engine, manager, SQLite, Ctrl-C |
 | progress.py| tqdm bars or plain lines, the summary table |
 | control.py | ls / cancel / pause / resume |
+| models.py  | models ls / scan / rm / update: the library of a running server |
 | doctor.py  | checks of this machine, each with its fix |
 
 Exit codes: 0 all done, 1 something failed, 2 usage (or no server to talk to), 130 Ctrl-C.
@@ -22,7 +23,7 @@ import os
 import sys
 from typing import Any
 
-COMMANDS = ("get", "ls", "cancel", "pause", "resume", "doctor")
+COMMANDS = ("get", "ls", "cancel", "pause", "resume", "models", "doctor")
 GET_FLAGS = (
     "models-dir",
     "state-dir",
@@ -116,10 +117,27 @@ def register(commands: Any) -> None:
         parser.add_argument("job", help="the job id from `orchestrator ls` (or a unique start of it)")
         parser.add_argument("--server", help=SERVER_HELP)
 
+    _register_models(commands)
+
     doctor = commands.add_parser("doctor", help="check aria2c, the RPC daemon, folders and tokens")
     doctor.add_argument("--server", help=SERVER_HELP)
     add_settings_arguments(doctor, DOCTOR_FLAGS)
     _quiet_logs(doctor)
+
+
+def _register_models(commands: Any) -> None:
+    models = commands.add_parser("models", help="the model library of a running server: ls, scan, rm, update")
+    actions = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    listing = actions.add_parser("ls", help="every model file: type, size, base model, AutoV2, badges, path")
+    listing.add_argument("--json", action="store_true", help="the whole listing as JSON (GET /api/models)")
+    scan = actions.add_parser("scan", help="scan the models folders and wait for the result")
+    scan.add_argument("--no-wait", action="store_true", help="start the scan and return")
+    remove = actions.add_parser("rm", help="delete a model and its sidecars")
+    remove.add_argument("path", help="its path as `models ls` shows it (e.g. lora/x.safetensors)")
+    update = actions.add_parser("update", help="download the newer CivitAI version beside a model")
+    update.add_argument("path", help="its path as `models ls` shows it")
+    for action in (listing, scan, remove, update):
+        action.add_argument("--server", help=SERVER_HELP)
 
 
 def _quiet_logs(parser: argparse.ArgumentParser) -> None:
@@ -156,6 +174,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .doctor import run_doctor
 
         return run_doctor(args)
+    if args.command == "models":
+        from .models import run_models
+
+        return run_models(args)
     from .control import run_action, run_ls
 
     return run_ls(args) if args.command == "ls" else run_action(args)

@@ -110,6 +110,24 @@ class ServerClient:
             return self._job(self._request("DELETE", f"/api/downloads/{job_id}"))
         return self._job(self._request("POST", f"/api/downloads/{job_id}/{action}"))
 
+    def models(self) -> dict[str, Any]:
+        """GET /api/models: {"models": {type: [file, ...]}, "library": summary}."""
+        answer = self._call("GET", "/api/models")
+        if not isinstance(answer, dict) or not isinstance(answer.get("models"), dict):
+            raise ServerGone("not_orchestrator", f"{self.base_url} gave an answer without models.")
+        return answer
+
+    def scan(self) -> dict[str, Any]:
+        answer = self._call("POST", "/api/models/scan")
+        return answer if isinstance(answer, dict) else {}
+
+    def remove_model(self, path: str) -> dict[str, Any]:
+        answer = self._call("DELETE", "/api/models", params={"path": path})
+        return answer.get("removed", {}) if isinstance(answer, dict) else {}
+
+    def update_model(self, path: str) -> dict[str, Any]:
+        return self._job(self._request("POST", "/api/models/update", json={"path": path}))
+
     def close(self) -> None:
         self.session.close()
 

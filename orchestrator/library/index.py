@@ -126,6 +126,7 @@ class LibraryIndex:
         self._lock = threading.RLock()
         self._depth = 0
         self.scan_lock = threading.Lock()  # one scan at a time per index
+        self.generation = 0  # counts this connection's commits: readers cache until it moves
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -171,6 +172,7 @@ class LibraryIndex:
             self._depth -= 1
             if outermost:
                 self._db.execute("COMMIT")
+                self.generation += 1
 
     def _query(self, sql: str, args: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:

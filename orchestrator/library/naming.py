@@ -22,8 +22,10 @@ import os
 from collections.abc import Callable, Iterable
 
 from ..config import STAGING_FOLDER
+from ..roots import MODEL_EXTENSIONS as ROOTS_MODEL_EXTENSIONS
 
-MODEL_EXTENSIONS = frozenset({".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".onnx"})
+# roots' list (ComfyUI's supported_pt_extensions, GGUF, ONNX): every file GET /api/models lists is hashed
+MODEL_EXTENSIONS = ROOTS_MODEL_EXTENSIONS
 PREVIEW_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".avif")
 # What may follow "<stem>." in a sidecar's name (compared in lower case).
 METADATA_SUFFIXES = ("civitai.info", "civitai.json", "json")

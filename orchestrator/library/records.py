@@ -14,6 +14,7 @@ from ..errors import OrchestratorError
 from .naming import text
 
 SOURCE_KINDS = ("civitai", "huggingface", "link", "unknown")
+_SOURCE_FIELDS = ("kind", "model_id", "version_id", "repo", "commit", "url", "found_by")
 LOOKUP_STATES = ("hit", "miss", "error")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # Query parameters that carry credentials in the links people paste (API keys, S3/CDN signatures).
@@ -100,7 +101,9 @@ class Source:
         return self.kind != "unknown"
 
     def as_dict(self) -> dict[str, Any]:
-        return {key: value for key, value in asdict(self).items() if value is not None}
+        # by hand, not dataclasses.asdict (a deep copy): the listing builds one per file
+        values = (self.kind, self.model_id, self.version_id, self.repo, self.commit, self.url, self.found_by)
+        return {key: value for key, value in zip(_SOURCE_FIELDS, values, strict=True) if value is not None}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Source:

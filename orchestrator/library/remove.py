@@ -59,9 +59,9 @@ def remove_model(
 ) -> Removal:
     """Delete the model at `path` (relative to `base`, the models folder) and its sidecars."""
     roots = list(roots)
-    parts = _checked_parts(path)
+    parts = checked_parts(path)
     target = Path(os.path.abspath(base)).joinpath(*parts)
-    root = _root_of(target, roots)
+    root = root_of(target, roots)
     if root is None:
         raise OrchestratorError("outside_roots", f"{_shown(path)} is not inside any models folder.", 400)
     return _remove(index, root, target.relative_to(root), roots, is_sidecar)
@@ -80,11 +80,11 @@ def remove_record(
         raise OrchestratorError(
             "outside_roots", f"{record.display_path} is not in a models folder in use.", 400
         )
-    rel = Path(*_checked_parts(record.rel_path))
+    rel = Path(*checked_parts(record.rel_path))
     return _remove(index, root, rel, roots, is_sidecar)
 
 
-def _checked_parts(path: str | os.PathLike[str]) -> list[str]:
+def checked_parts(path: str | os.PathLike[str]) -> list[str]:
     raw = os.fspath(path)
     if not isinstance(raw, str) or not raw.strip() or "\0" in raw:
         raise OrchestratorError("invalid_path", "Give the model's path inside the models folder.", 400)
@@ -100,7 +100,7 @@ def _checked_parts(path: str | os.PathLike[str]) -> list[str]:
     return parts
 
 
-def _root_of(target: Path, roots: Roots) -> Path | None:
+def root_of(target: Path, roots: Roots) -> Path | None:
     """The deepest root that holds `target`, compared by name (symlinks are judged later)."""
     holding = [
         folder
@@ -125,7 +125,7 @@ def _delete(index: LibraryIndex, root: Path, rel: Path, roots: Roots, is_sidecar
         raise OrchestratorError(
             "not_a_model", f"{_shown(rel)} is in a hidden or staging folder, not in the library.", 400
         )
-    with _open_folder(root, folders, rel) as folder_fd:
+    with open_folder(root, folders, rel) as folder_fd:
         info = _lstat(folder_fd, name, rel)
         if stat.S_ISDIR(info.st_mode):
             raise OrchestratorError("not_a_model", f"{_shown(rel)} is a folder, not a model file.", 400)
@@ -152,7 +152,7 @@ def _delete(index: LibraryIndex, root: Path, rel: Path, roots: Roots, is_sidecar
 
 
 @contextlib.contextmanager
-def _open_folder(root: Path, folders: tuple[str, ...], rel: Path) -> Iterator[int]:
+def open_folder(root: Path, folders: tuple[str, ...], rel: Path) -> Iterator[int]:
     """A descriptor of the folder holding the model, reached without following any symlink."""
     try:
         fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

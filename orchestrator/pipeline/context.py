@@ -20,6 +20,9 @@ from .registry import LiveJob, Registry
 from .resolving import ResolvePool
 
 Resolver = Callable[[str, Credentials, Policy], Resolved]
+# The library's hard link of bytes it already has: (sha256, target) -> where they were found
+# (as people see paths), or None when it has none or cannot link there. Blocking.
+LibraryLink = Callable[[str, Path], "str | None"]
 
 
 @dataclass
@@ -32,6 +35,7 @@ class Context:
     resolving: ResolvePool
     roots: ModelRoots
     egress: EgressProxy | None = None
+    library_link: LibraryLink | None = None  # set by the library when the app runs one
 
     def move(self, live: LiveJob, state: State) -> None:
         """Every state change: checked against the transition table, then saved before any event."""

@@ -50,6 +50,7 @@ class Completed:
     already_present: bool
     compared: str | None = None  # an already present file: "sha256", or only "name and size"
     path: str | None = None  # where it was found, when not at the job's own target
+    found_at: str | None = None  # the library's file whose bytes the target now shares (a hard link)
 
 
 @dataclass(frozen=True)
@@ -305,7 +306,20 @@ async def _in_place(ctx: Context, live: LiveJob) -> Completed | None:
             continue
         if present:
             return dataclasses.replace(present, path=str(elsewhere))
-    return None
+    return await _from_library(ctx, job, target)
+
+
+async def _from_library(ctx: Context, job: Job, target: Path) -> Completed | None:
+    """Bytes with the published SHA-256 already in the library, anywhere: a hard link to them
+    instead of a download (the same file system only; elsewhere the download goes ahead)."""
+    if not job.expected_sha256 or ctx.library_link is None or job.verify_existing:
+        return None
+    found = await asyncio.to_thread(ctx.library_link, job.expected_sha256, target)
+    if found is None:
+        return None
+    await add_sidecars(ctx, job, target)
+    size = target.stat().st_size
+    return Completed(size, job.expected_sha256, already_present=True, compared="sha256", found_at=found)
 
 
 async def _already_there(ctx: Context, live: LiveJob, target: Path) -> Completed | None:

@@ -177,6 +177,7 @@ class Worker:
             sha256=done.sha256,
             already_present=done.already_present,
             **({"compared": done.compared} if done.already_present else {}),
+            **({"found_at": done.found_at} if done.found_at else {}),
         )
         if job.hashing:
             self.hash_later(live)

@@ -569,6 +569,21 @@ def describe(metadata: dict[str, Any], policy: Policy) -> Description | None:
     return Description("civitai", record, file_id, _fetch_preview(metadata.get("preview_url"), policy))
 
 
+def describe_found(version: dict[str, Any], sha256: str, policy: Policy) -> Description:
+    """What a download of this version's file would write beside it, for a file the library found
+    by its hash (a by-hash record): the record trimmed to that file, its id, the preview. Blocking."""
+    files = [item for item in version.get("files") or [] if isinstance(item, dict)]
+    own = [item for item in files if str(_object(item.get("hashes")).get("SHA256") or "").lower() == sha256]
+    chosen = (own or files or [{}])[0]
+    record = _record(version, chosen)
+    return Description("civitai", record, chosen.get("id"), _fetch_preview(_preview(version), policy))
+
+
+def download_link(version_id: int) -> str:
+    """The link that downloads a version's primary file, on the configured host."""
+    return f"{base_url()}/api/download/models/{int(version_id)}"
+
+
 def _fetch_preview(url: Any, policy: Policy) -> tuple[str, bytes] | None:
     """(content type, bytes) of the preview image, or None."""
     if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):

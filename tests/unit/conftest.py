@@ -9,6 +9,12 @@ import pytest
 from tests.fakes.origin import Origin
 
 
+@pytest.fixture(autouse=True)
+def no_real_civitai(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The app's library asks CivitAI about files placed by hand: never the real one from a test."""
+    monkeypatch.setenv("CIVITAI_BASE_URL", "http://127.0.0.250:9")  # the discard port: nothing listens
+
+
 @pytest.fixture
 def origin() -> Iterator[Origin]:
     server = Origin("127.0.0.1").start()
