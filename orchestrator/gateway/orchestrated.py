@@ -54,6 +54,7 @@ class OrchestratorIntake:
         if isinstance(options.get("out"), str) and options["out"]:
             body["name"] = options["out"]
         job, _ = await self.manager.submit(body, exposed=remote)
+        self.manager.registry.get(job.id).keep_engine_result = True
         return await self._gid_of(job.id)
 
     def type_for(self, directory: object) -> str | None:
@@ -81,8 +82,9 @@ class OrchestratorIntake:
         deadline = time.monotonic() + HANDOVER_WAIT
         while time.monotonic() < deadline:
             job = self.manager.get(job_id)
-            if job.handle:
-                return job.handle.split(".", 1)[0]  # the GID, without the daemon run it was made in
+            handle = job.handle or self.manager.registry.get(job_id).handed  # maybe done already
+            if handle:
+                return handle.split(".", 1)[0]  # the GID, without the daemon run it was made in
             if job.state == State.FAILED:
                 raise OrchestratorError(
                     job.error_code or "download_failed", job.error_message or "It failed."

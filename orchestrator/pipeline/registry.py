@@ -29,6 +29,12 @@ class LiveJob:
     credentials: Credentials = field(default_factory=Credentials, repr=False)
     task: asyncio.Task[None] | None = None  # the coroutine working on the job, if any
     hasher: asyncio.Task[None] | None = None  # the SHA-256 of the installed file, after `success`
+    # the engine's last handle for it, kept after the job let go of it (a file done in a blink is
+    # still the transfer an aria2 client asked for: gateway/orchestrated.py)
+    handed: str | None = None
+    # asked for by an aria2 client through the gateway: it follows the GID to its end, so aria2's
+    # record of the finished transfer stays (as aria2 keeps any), instead of being dropped
+    keep_engine_result: bool = False
     early_hash: RunningHash | None = None  # the published SHA-256's check, begun while it downloads
     repairs: int = 0  # re-adds of a transfer the engine lost or whose link expired
     last_event: float = 0.0  # monotonic time of the last progress event

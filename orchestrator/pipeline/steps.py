@@ -123,6 +123,7 @@ async def prepare(ctx: Context, live: LiveJob, paused: bool = False) -> Outcome:
         if error.code != "engine_unavailable":
             raise
         return EngineAway(error)
+    live.handed = job.handle
     job.engine = ctx.engine.name
     if paused and job.handle:
         await ctx.engine.pause(job.handle)
@@ -365,7 +366,8 @@ async def finish(ctx: Context, live: LiveJob, engine_sha256: str | None) -> Outc
     ctx.announce.progress(live, "progress")
     finished_handle = job.handle
     if job.handle:
-        await ctx.engine.forget(job.handle)
+        if not live.keep_engine_result:
+            await ctx.engine.forget(job.handle)
         job.handle = None
     staged = ctx.staged(job)
     if not job.filename or not staged.exists():
