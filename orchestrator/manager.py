@@ -181,6 +181,7 @@ class Manager:
         self.ctx.move(live, State.CANCELLED)
         self.ctx.release(job)
         self.ctx.announce.event(live, "cancelled", message="Cancelled; partial data removed.")
+        self.worker.sweep_later(live)
         return job
 
     async def pause(self, job_id: object) -> Job:

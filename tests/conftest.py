@@ -170,6 +170,15 @@ class Server:
             if p.is_file() and ".staging" not in p.parts
         )
 
+    def staging_emptied(self, timeout: float = 10) -> list[str]:
+        """What stays in the staging folder after a cancel; aria2 may still write a removed
+        transfer's control file a moment after it says the transfer is gone, and the app
+        sweeps once more then (pipeline/work.py), so this waits a little."""
+        deadline = time.monotonic() + timeout
+        while self.staging_files() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return self.staging_files()
+
     def staging_files(self) -> list[str]:
         staging = self.models / ".staging"
         return (

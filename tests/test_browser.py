@@ -736,7 +736,7 @@ def test_pasted_links_become_one_set_whose_cancel_takes_everything_back(page, se
     expect(card.locator(".job-rate")).to_be_visible()
     card.locator("button.action-cancel").click()
     expect(card).to_have_attribute("data-state", "cancelled", timeout=15_000)
-    assert [p for p in server.models.rglob("*") if p.is_file()] == []
+    assert server.model_files() == [] and server.staging_emptied() == []
     (bundle,) = requests.get(server.base + "/api/bundles", timeout=10).json()["bundles"]
     assert (bundle["kind"], bundle["state"]) == ("list", "cancelled")
 

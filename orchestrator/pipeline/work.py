@@ -21,6 +21,8 @@ from .steps import Completed, EngineAway, Failed, HandedOver, Outcome
 
 log = logging.getLogger(__name__)
 
+SWEEP_AFTER = 2.0  # seconds after a cancel before its staging folder is looked at again
+
 
 class Worker:
     def __init__(self, ctx: Context) -> None:
@@ -59,6 +61,18 @@ class Worker:
                 log.info("could not drop the engine's record of %s: %s", handle, error.code)
 
         self._background.add(task := asyncio.create_task(forget()))
+        task.add_done_callback(self._background.discard)
+
+    def sweep_later(self, live: LiveJob) -> None:
+        """A cancelled job's staging folder, removed once more a moment later: aria2 may write a
+        removed transfer's control file after it already answers that the transfer is gone."""
+
+        async def sweep() -> None:
+            await asyncio.sleep(SWEEP_AFTER)
+            if live.job.state == State.CANCELLED and not live.busy:  # not retried meanwhile
+                await asyncio.to_thread(self.ctx.remove_staging, live.job)
+
+        self._background.add(task := asyncio.create_task(sweep()))
         task.add_done_callback(self._background.discard)
 
     def spawn(self, live: LiveJob, work: Coroutine[Any, Any, Outcome]) -> None:

@@ -119,7 +119,7 @@ def test_cancelling_a_list_mid_way_leaves_no_file_of_it_in_any_model_folder(serv
     cancelled = server.api("POST", f"/api/bundles/{made['id']}/cancel").json()["bundle"]
     assert cancelled["state"] == "cancelled"
     assert server.model_files() == []  # the finished file taken back too
-    assert server.staging_files() == []  # and the partial data gone
+    assert server.staging_emptied() == []  # and the partial data gone
     assert {server.job(small)["state"], server.job(big)["state"]} == {"cancelled"}
 
 
@@ -183,7 +183,7 @@ def test_cancelling_a_hub_folder_mid_way_leaves_no_folder_and_no_partial_data(se
         server.wait_until(made["jobs"][1], lambda j: j["downloaded"] > 0)
         assert server.api("DELETE", f"/api/bundles/{made['id']}").json()["bundle"]["state"] == "cancelled"
         assert server.model_files() == []
-        assert server.staging_files() == []
+        assert server.staging_emptied() == []
         assert server.api("GET", "/api/bundles").json()["bundles"] == []
 
 

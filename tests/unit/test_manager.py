@@ -1100,6 +1100,20 @@ def test_a_transfer_that_ends_before_its_hand_over_is_done_is_noticed_without_th
     scenario(tmp_path, body, poll_interval=3600.0)
 
 
+def test_a_control_file_aria2_writes_just_after_a_cancel_is_swept_too(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("orchestrator.pipeline.work.SWEEP_AFTER", 0.05)
+
+    async def body(world: World) -> None:
+        job, _ = await world.downloading()
+        await world.manager.cancel(job.id)
+        late = world.staging(job) / "model.safetensors.aria2"  # written as the transfer let go
+        late.parent.mkdir(parents=True, exist_ok=True)
+        late.write_bytes(b"aria2 control file")
+        await world.until(lambda: not world.staging(job).exists(), "the staging folder swept")
+
+    scenario(tmp_path, body)
+
+
 def test_stopping_before_a_job_ran_leaves_no_unawaited_work(tmp_path: Path) -> None:
     async def main() -> None:
         world = make_world(tmp_path)
