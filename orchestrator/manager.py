@@ -15,6 +15,7 @@ from . import intake, sources
 from .config import Settings
 from .egress import EgressProxy
 from .engines.base import Engine
+from .errors import OrchestratorError
 from .events import Hub
 from .jobs import Job, JobStore, Placement, State, new_job_id
 from .pipeline.announce import Announcer
@@ -173,9 +174,15 @@ class Manager:
         if not job.allows("cancel"):
             raise job.refuse("cancel")
         await self.worker.stop(live)
-        if job.handle:
-            await self.engine.remove(job.handle)
-            job.handle = None
+        # let go of the handle first: a poll answered meanwhile would find the transfer gone,
+        # take it for lost and add it again, a transfer nobody follows
+        handle, job.handle = job.handle, None
+        if handle:
+            try:
+                await self.engine.remove(handle)
+            except OrchestratorError:
+                job.handle = handle  # not cancelled: the job keeps following its transfer
+                raise
         await asyncio.to_thread(self.ctx.remove_staging, job)
         job.downloaded, job.rate, job.eta = 0, 0.0, None
         self.ctx.move(live, State.CANCELLED)

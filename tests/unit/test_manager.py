@@ -1114,6 +1114,34 @@ def test_a_control_file_aria2_writes_just_after_a_cancel_is_swept_too(tmp_path: 
     scenario(tmp_path, body)
 
 
+def test_a_poll_answered_while_a_cancel_removes_the_transfer_adds_nothing_again(tmp_path: Path) -> None:
+    """The poll may ask about the transfer just as the cancel removes it: the engine then says it
+    does not know it, which must not read as "lost, add it again" (an orphan transfer writing
+    into the staging folder after the cancel)."""
+
+    async def body(world: World) -> None:
+        job, handle = await world.downloading()
+        engine = world.engine
+        plain_remove = engine.remove
+        removing = threading.Event()
+
+        def slow_remove(gone: str) -> None:
+            plain_remove(gone)  # the engine no longer knows it...
+            removing.set()
+            time.sleep(0.3)  # ...while the remove call has not returned yet
+
+        engine.remove = slow_remove  # type: ignore[method-assign]
+        cancel = asyncio.create_task(world.manager.cancel(job.id))
+        await asyncio.to_thread(removing.wait, 5)
+        await world.manager.poll_once()
+        await cancel
+        await world.state(job, State.CANCELLED)
+        assert [call for call in engine.calls if call[0] == "start"] == [("start", handle)]
+        assert not world.staging(job).exists()
+
+    scenario(tmp_path, body)
+
+
 def test_stopping_before_a_job_ran_leaves_no_unawaited_work(tmp_path: Path) -> None:
     async def main() -> None:
         world = make_world(tmp_path)
