@@ -362,13 +362,16 @@ class _Handler(BaseHTTPRequestHandler):
                 self._abort()
                 return sent
             piece = body[sent : sent + chunk]
+            # counted before the write: a client may have read it (and a test looked) before
+            # this thread runs again
+            self.origin._count_sent(path, len(piece))
             try:
                 self.wfile.write(piece)
             except OSError:  # client went away mid-body
+                self.origin._count_sent(path, -len(piece))
                 self.close_connection = True
                 return sent
             sent += len(piece)
-            self.origin._count_sent(path, len(piece))
             if rate is not None:
                 # Pace against the response start so sleep jitter does not accumulate.
                 delay = start + sent / rate - time.monotonic()
