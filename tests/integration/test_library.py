@@ -109,7 +109,14 @@ def test_hand_placed_files_are_hashed_identified_described_and_an_update_is_offe
     place(models, "lora/notes.txt", b"not a model")
 
     server = server_factory(env=world.env)
-    found = wait_files(server, lambda f: f.get("lora/film.safetensors", {}).get("title") == "Film Look")
+    # the look-up's answer and the sidecars written from it land a moment apart: wait for both
+    found = wait_files(
+        server,
+        lambda f: (
+            f.get("lora/film.safetensors", {}).get("title") == "Film Look"
+            and bool(f["lora/film.safetensors"].get("trigger_words"))
+        ),
+    )
 
     film = found["lora/film.safetensors"]
     assert film["sha256"] == sha(known) and film["autov2"] == sha(known)[:10].upper()
