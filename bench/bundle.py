@@ -235,7 +235,7 @@ def hf_cli() -> tuple[str | None, str]:
 def hf_contender(command: str, hub: FakeHub, files: list[HubFile], folder: Path, home: Path) -> Contender:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
     env.update(
-        HF_ENDPOINT=hub.base,
+        HF_ENDPOINT=hub.base_url,
         HF_HOME=str(home),  # never the user's cache or token
         HF_HUB_DISABLE_TELEMETRY="1",
         HF_HUB_DISABLE_UPDATE_CHECK="1",
@@ -332,7 +332,7 @@ def run_bundle(
     files = make_files(ws.served, big, small_sizes() if small is None else small)
     probe = min(files, key=lambda file: file.size)
     with FakeHub(REPO, files, lambda name, tag: web.url(origin, name, tag)) as hub:
-        with hub_endpoint(hub.base):
+        with hub_endpoint(hub.base_url):
             app = App(children, ws.fresh("app-bundle"), poll_interval=poll_interval).start()
         try:
             downloads = ws.fresh("bundle-downloads")

@@ -22,12 +22,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote
+
+from tests.fakes.service import Reply, Request, Service
 
 _API = re.compile(r"/api/models/(?P<repo>[^/]+/[^/]+)/(?P<route>revision|tree)/(?P<rest>.+)")
 # Not nginx's 127.0.0.1: the app takes every link on the Hub's host for a Hub link (it compares
@@ -49,42 +49,19 @@ def sha256_of(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-class FakeHub:
-    """One model repository at one commit; `url_of(served_name, tag)` gives the redirect target."""
+class FakeHub(Service):
+    """One model repository at one commit; `url_of(served_name, tag)` gives the redirect target.
+    The server itself is the test suite's (tests/fakes/service.py)."""
 
     def __init__(
         self, repo: str, files: list[HubFile], url_of: Callable[[str, str | None], str], host: str = HOST
     ) -> None:
+        super().__init__(host)
         self.repo = repo
-        self.host = host
         self.files = {file.path: file for file in files}
         self.url_of = url_of
         self.commit = hashlib.sha1(repo.encode() + json.dumps(sorted(self.files)).encode()).hexdigest()
         self.tag: str | None = None  # the run in progress: redirects carry it
-        self.requests = 0
-        self._server: ThreadingHTTPServer | None = None
-
-    @property
-    def base(self) -> str:
-        assert self._server is not None, "start() the hub first"
-        return f"http://{self.host}:{self._server.server_address[1]}"
-
-    def start(self) -> FakeHub:
-        self._server = _Server(self)
-        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True, name="hub").start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeHub:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def page_url(self, folder: str) -> str:
         """The folder's page as people copy it (the app reads it through HF_ENDPOINT)."""
@@ -95,15 +72,15 @@ class FakeHub:
 
     # -- answering -------------------------------------------------------------------------------
 
-    def answer(self, method: str, raw_path: str) -> tuple[int, dict[str, str], bytes]:
-        self.requests += 1
+    def respond(self, request: Request) -> Reply:
+        raw_path = request.path
         api = _API.fullmatch(raw_path)
-        if api and api["repo"] == self.repo and method in ("GET", "HEAD"):
+        if api and api["repo"] == self.repo and request.method in ("GET", "HEAD"):
             revision, _, folder = api["rest"].partition("/")
             if not self._known(unquote(revision)):
                 return _error(404, "RevisionNotFound", f"Invalid rev id: {unquote(revision)}")
             if api["route"] == "revision":
-                return _json(self._info())
+                return Reply.json(200, self._info())
             return self._tree(unquote(folder).strip("/"))
         resolve = _RESOLVE.fullmatch(raw_path)
         if resolve and resolve["repo"] == self.repo:
@@ -136,7 +113,7 @@ class FakeHub:
             "siblings": [{"rfilename": path} for path in self.files],
         }
 
-    def _tree(self, folder: str) -> tuple[int, dict[str, str], bytes]:
+    def _tree(self, folder: str) -> Reply:
         """The whole listing below `folder` in one page (recursive is what both clients ask)."""
         below = f"{folder}/" if folder else ""
         paths = [path for path in self.files if path.startswith(below)]
@@ -152,9 +129,9 @@ class FakeHub:
             if path.startswith(below)
         ]
         entries += [_tree_file(self.files[path]) for path in paths]
-        return _json(entries)
+        return Reply.json(200, entries)
 
-    def _redirect(self, file: HubFile) -> tuple[int, dict[str, str], bytes]:
+    def _redirect(self, file: HubFile) -> Reply:
         headers = {
             "Location": self.url_of(file.served, self.tag),
             "X-Linked-Size": str(file.size),
@@ -164,7 +141,7 @@ class FakeHub:
             "Accept-Ranges": "bytes",
             "Content-Type": "text/plain; charset=utf-8",
         }
-        return 302, headers, b"Found. Redirecting to the CDN"
+        return Reply(302, headers, b"Found. Redirecting to the CDN")
 
 
 def _tree_file(file: HubFile) -> dict[str, object]:
@@ -178,53 +155,6 @@ def _tree_file(file: HubFile) -> dict[str, object]:
     }
 
 
-def _json(data: object) -> tuple[int, dict[str, str], bytes]:
-    return 200, {"Content-Type": "application/json; charset=utf-8"}, json.dumps(data).encode()
-
-
-def _error(status: int, code: str, message: str) -> tuple[int, dict[str, str], bytes]:
-    headers = {"Content-Type": "application/json", "X-Error-Code": code, "X-Error-Message": message}
-    return status, headers, json.dumps({"error": message}).encode()
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    request_queue_size = 128
-
-    def __init__(self, hub: FakeHub) -> None:
-        self.hub = hub
-        super().__init__((hub.host, 0), _Handler)
-
-    def server_bind(self) -> None:
-        import socketserver
-
-        socketserver.TCPServer.server_bind(self)  # no reverse DNS lookup of the address
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        pass  # a client hanging up is no news here
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    timeout = 30
-    server: _Server
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
-        status, headers, body = self.server.hub.answer(self.command, urlsplit(self.path).path)
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    do_HEAD = do_GET
+def _error(status: int, code: str, message: str) -> Reply:
+    headers = {"X-Error-Code": code, "X-Error-Message": message}
+    return Reply.json(status, {"error": message}, headers)
