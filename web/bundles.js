@@ -3,6 +3,7 @@
 // own cards stay out of the job list. The server sums the bundle up (docs/PROTOCOL.md, Bundles);
 // the page only draws what it is told.
 
+import { actionButtons, progressBar, showProgress } from "./card.js";
 import { el, setAttr, setText, show } from "./dom.js";
 import { STATE_TEXT, formatBytes, formatEta, formatRate, toPercent } from "./format.js";
 
@@ -105,7 +106,6 @@ export class BundleList {
       badge: el("span", { class: "job-state" }),
       kind: el("span", { class: "job-source" }),
       counts: el("span", { class: "job-type" }),
-      fill: el("div", { class: "progress-fill" }),
       percent: el("span", { class: "job-percent" }),
       amount: el("span", { class: "job-amount" }),
       rate: el("span", { class: "job-rate" }),
@@ -116,32 +116,10 @@ export class BundleList {
       notes: el("ul", { class: "bundle-notes", hidden: true }),
       summary: el("summary"),
     };
-    refs.bar = el(
-      "div",
-      {
-        class: "progress",
-        role: "progressbar",
-        "aria-valuemin": "0",
-        "aria-valuemax": "100",
-        "aria-valuenow": "0",
-        "aria-labelledby": `${uid}-label`,
-      },
-      [refs.fill],
+    Object.assign(refs, progressBar(`${uid}-label`));
+    const { actions, buttons } = actionButtons(ACTION_ORDER, ACTION_TEXT, (action) =>
+      this.onAction(action, bundleId),
     );
-    const actions = el("div", { class: "job-actions" });
-    const buttons = {};
-    for (const action of ACTION_ORDER) {
-      const button = el("button", {
-        type: "button",
-        class: `button small action-${action}`,
-        "data-action": action,
-        text: ACTION_TEXT[action],
-        hidden: true,
-      });
-      button.addEventListener("click", () => this.onAction(action, bundleId));
-      buttons[action] = button;
-      actions.append(button);
-    }
     const details = el("details", { class: "bundle-details" }, [refs.summary, refs.files]);
     const root = el("li", { class: "job bundle", "data-bundle": bundleId, "data-state": "queued" }, [
       el("article", { class: "job-card", "aria-labelledby": `${uid}-label` }, [
@@ -180,9 +158,7 @@ export class BundleList {
     setText(refs.counts, `${done} of ${total} ${total === 1 ? "file" : "files"} in place`);
 
     const percent = state === "completed" ? 100 : toPercent(bundle.progress);
-    setAttr(refs.bar, "aria-valuenow", percent);
-    setAttr(refs.bar, "aria-valuetext", `${percent}% ${BUNDLE_STATE_TEXT[state].toLowerCase()}`);
-    refs.fill.style.setProperty("--p", String(percent / 100));
+    showProgress(refs.bar, refs.fill, percent, BUNDLE_STATE_TEXT[state]);
     setText(refs.percent, `${percent}%`);
     const amount = typeof bundle.total === "number" && bundle.total > 0
       ? `${formatBytes(Math.min(bundle.downloaded ?? 0, bundle.total))} / ${formatBytes(bundle.total)}`

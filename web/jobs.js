@@ -2,6 +2,7 @@
 // Events only mark cards dirty; the DOM is touched at most once per frame per card,
 // so fifty busy downloads cost fifty small updates a second, not fifty list rebuilds.
 
+import { actionButtons, progressBar, showProgress } from "./card.js";
 import { copyText, el, setAttr, setText, show } from "./dom.js";
 import {
   FINISHED_STATES,
@@ -246,20 +247,7 @@ export class JobList {
     const badge = el("span", { class: "job-state" });
     const source = el("span", { class: "job-source" });
     const type = el("span", { class: "job-type" });
-    const fill = el("div", { class: "progress-fill" });
-    const bar = el(
-      "div",
-      {
-        class: "progress",
-        role: "progressbar",
-        "aria-valuemin": "0",
-        "aria-valuemax": "100",
-        "aria-valuenow": "0",
-        "data-progress": "0",
-        "aria-labelledby": `${uid}-label`,
-      },
-      [fill],
-    );
+    const { bar, fill } = progressBar(`${uid}-label`);
     const percent = el("span", { class: "job-percent" });
     const amount = el("span", { class: "job-amount" });
     const rate = el("span", { class: "job-rate" });
@@ -271,25 +259,12 @@ export class JobList {
       pathText,
     ]);
     const info = el("div", { class: "job-info", hidden: true });
-    const buttons = {};
-    const actions = el("div", { class: "job-actions" });
-    for (const action of ACTION_ORDER) {
-      const button = el("button", {
-        type: "button",
-        class: `button small action-${action}`,
-        "data-action": action,
-        text: ACTION_TEXT[action],
-        hidden: true,
-      });
-      button.addEventListener("click", () => {
-        const card = this.cards.get(jobId);
-        if (!card || card.busy || button.getAttribute("aria-disabled") === "true") return;
-        this.markBusy(jobId, action, true);
-        this.onAction(action, jobId);
-      });
-      buttons[action] = button;
-      actions.append(button);
-    }
+    const { actions, buttons } = actionButtons(ACTION_ORDER, ACTION_TEXT, (action, button) => {
+      const card = this.cards.get(jobId);
+      if (!card || card.busy || button.getAttribute("aria-disabled") === "true") return;
+      this.markBusy(jobId, action, true);
+      this.onAction(action, jobId);
+    });
     // a file taken as present for its name and size alone: offer the byte-for-byte comparison
     const verify = el("button", {
       type: "button",
@@ -377,10 +352,7 @@ export class JobList {
 
     const percent = state === "completed" ? 100 : toPercent(job.progress);
     const unknownSize = !(typeof job.total === "number" && job.total > 0);
-    setAttr(refs.bar, "data-progress", percent);
-    setAttr(refs.bar, "aria-valuenow", percent);
-    setAttr(refs.bar, "aria-valuetext", `${percent}% ${STATE_TEXT[state].toLowerCase()}`);
-    refs.fill.style.setProperty("--p", String(percent / 100));
+    showProgress(refs.bar, refs.fill, percent, STATE_TEXT[state]);
     refs.bar.classList.toggle("indeterminate", unknownSize && state === "downloading" && percent === 0);
 
     setText(refs.percent, `${percent}%`);
