@@ -647,6 +647,21 @@ def comfy_server(tmp_path):
     live.stop()
 
 
+@pytest.fixture
+def world_server(tmp_path):
+    """A fresh server whose CivitAI and Hugging Face are the local fakes: (world, server)."""
+    from tests.fakes.world import fake_world
+
+    with fake_world() as world:
+        live = LiveServer(tmp_path)
+        live.env = world.env
+        live.start()
+        try:
+            yield world, live
+        finally:
+            live.stop()
+
+
 def test_a_dropped_workflow_shows_its_models_and_download_missing_lands_them_in_one_card(
     page, comfy_server, origin
 ):
@@ -741,81 +756,64 @@ def test_pasted_links_become_one_set_whose_cancel_takes_everything_back(page, se
     assert (bundle["kind"], bundle["state"]) == ("list", "cancelled")
 
 
-def test_chosen_civitai_files_and_another_version_land_each_in_its_folder(page, tmp_path):
+def test_chosen_civitai_files_and_another_version_land_each_in_its_folder(page, world_server):
     from tests.fakes.civitai import File
-    from tests.fakes.world import fake_world
 
+    world, live = world_server
     model_v1 = built.opaque_safetensors(os.urandom(MiB))
     model_v2 = built.opaque_safetensors(os.urandom(MiB))
     vae = built.opaque_safetensors(os.urandom(MiB // 2))
-    with fake_world() as world:
-        world.civitai.add_model(700, "Dreamy", "Checkpoint")
-        world.civitai.add_version(
-            700, 701, [File("dreamy-v1.safetensors", model_v1, primary=True)], name="v1"
-        )
-        world.civitai.add_version(
-            700,
-            702,
-            [
-                File("dreamy-v2.safetensors", model_v2, primary=True),
-                File("dreamy-vae.safetensors", vae, type="VAE"),
-            ],
-            name="v2",
-        )
-        live = LiveServer(tmp_path)
-        live.env = world.env
-        live.start()
-        try:
-            open_page(page, live)
-            page.fill("#url", "https://civitai.com/models/700?modelVersionId=702")
-            page.locator("#choose-civitai").click()
-            expect(page.locator("#set-title")).to_contain_text("Dreamy: v2")
-            boxes = page.locator("#set-rows input[type=checkbox]")
-            expect(boxes).to_have_count(2)
-            expect(boxes.nth(0)).to_be_checked()  # the primary file
-            boxes.nth(0).uncheck()
-            boxes.nth(1).check()  # only the VAE of v2
-            page.locator("#set-versions input[type=checkbox]").first.check()  # and all of v1
-            expect(page.locator("#set-download")).to_have_text("Download 1 file + 1 more version")
-            page.locator("#set-download").click()
-            card = page.locator("#bundles li.bundle")
-            expect(card).to_have_attribute("data-state", "completed", timeout=30_000)
-            assert (live.models / "vae" / "dreamy-vae.safetensors").read_bytes() == vae
-            assert (live.models / "checkpoint" / "dreamy-v1.safetensors").read_bytes() == model_v1
-            assert not (live.models / "checkpoint" / "dreamy-v2.safetensors").exists()
-        finally:
-            live.stop()
+    world.civitai.add_model(700, "Dreamy", "Checkpoint")
+    world.civitai.add_version(700, 701, [File("dreamy-v1.safetensors", model_v1, primary=True)], name="v1")
+    world.civitai.add_version(
+        700,
+        702,
+        [
+            File("dreamy-v2.safetensors", model_v2, primary=True),
+            File("dreamy-vae.safetensors", vae, type="VAE"),
+        ],
+        name="v2",
+    )
+    open_page(page, live)
+    page.fill("#url", "https://civitai.com/models/700?modelVersionId=702")
+    page.locator("#choose-civitai").click()
+    expect(page.locator("#set-title")).to_contain_text("Dreamy: v2")
+    boxes = page.locator("#set-rows input[type=checkbox]")
+    expect(boxes).to_have_count(2)
+    expect(boxes.nth(0)).to_be_checked()  # the primary file
+    boxes.nth(0).uncheck()
+    boxes.nth(1).check()  # only the VAE of v2
+    page.locator("#set-versions input[type=checkbox]").first.check()  # and all of v1
+    expect(page.locator("#set-download")).to_have_text("Download 1 file + 1 more version")
+    page.locator("#set-download").click()
+    card = page.locator("#bundles li.bundle")
+    expect(card).to_have_attribute("data-state", "completed", timeout=30_000)
+    assert (live.models / "vae" / "dreamy-vae.safetensors").read_bytes() == vae
+    assert (live.models / "checkpoint" / "dreamy-v1.safetensors").read_bytes() == model_v1
+    assert not (live.models / "checkpoint" / "dreamy-v2.safetensors").exists()
 
 
-def test_a_hub_folder_link_in_the_form_becomes_one_card_and_lands_whole(page, tmp_path):
-    from tests.fakes.world import fake_world
-
+def test_a_hub_folder_link_in_the_form_becomes_one_card_and_lands_whole(page, world_server):
+    world, live = world_server
     parts = {
         "vae/config.json": b'{"_class_name": "AutoencoderKL"}',
         "vae/diffusion_pytorch_model.safetensors": built.opaque_safetensors(os.urandom(MiB)),
     }
-    with fake_world() as world:
-        world.hub.add_repo("acme/sdxl-vae")
-        for name, data in parts.items():
-            world.hub.add_file("acme/sdxl-vae", name, data, lfs=name.endswith(".safetensors"))
-        live = LiveServer(tmp_path)
-        live.env = world.env
-        live.start()
-        try:
-            open_page(page, live)
-            page.select_option("#type", "vae")
-            page.fill("#url", "https://huggingface.co/acme/sdxl-vae/tree/main/vae")
-            page.press("#url", "Enter")
-            expect(page.locator("#url")).to_have_value("")
-            expect(page.locator("#form-status")).to_contain_text("Added a set of 2 files")
-            card = page.locator("#bundles li.bundle")
-            expect(card.locator(".job-source")).to_have_text("Hugging Face folder")
-            expect(card).to_have_attribute("data-state", "completed", timeout=30_000)
-            expect(card.locator(".job-path")).to_have_text("In place in vae/vae")
-            for name, data in parts.items():
-                assert (live.models / "vae" / name).read_bytes() == data
-        finally:
-            live.stop()
+    world.hub.add_repo("acme/sdxl-vae")
+    for name, data in parts.items():
+        world.hub.add_file("acme/sdxl-vae", name, data, lfs=name.endswith(".safetensors"))
+    open_page(page, live)
+    page.select_option("#type", "vae")
+    page.fill("#url", "https://huggingface.co/acme/sdxl-vae/tree/main/vae")
+    page.press("#url", "Enter")
+    expect(page.locator("#url")).to_have_value("")
+    expect(page.locator("#form-status")).to_contain_text("Added a set of 2 files")
+    card = page.locator("#bundles li.bundle")
+    expect(card.locator(".job-source")).to_have_text("Hugging Face folder")
+    expect(card).to_have_attribute("data-state", "completed", timeout=30_000)
+    expect(card.locator(".job-path")).to_have_text("In place in vae/vae")
+    for name, data in parts.items():
+        assert (live.models / "vae" / name).read_bytes() == data
 
 
 def test_a_workflow_pasted_as_json_into_the_link_field_is_read_not_sent_as_a_link(page, shared_server):
