@@ -5,6 +5,7 @@
 
 import { copyText, el, setText, show } from "./dom.js";
 import { formatBytes, formatDate, safeHttpUrl } from "./format.js";
+import { callApi } from "./rest.js";
 
 const SHOWN_AT_MOST = 600; // cards drawn at once; the filter narrows the rest down
 const SOURCE_TEXT = { civitai: "CivitAI", huggingface: "Hugging Face", link: "Link" };
@@ -105,19 +106,8 @@ export class LibraryView {
   }
 
   /** A request to the library's REST API; the server's own sentence on an error. */
-  async call(url, options) {
-    try {
-      const response = await fetch(url, { ...options, headers: { Accept: "application/json", ...(options.headers || {}) } });
-      const body = await response.json().catch(() => ({}));
-      if (!response.ok) {
-        this.toast(body?.error?.message || `The server answered HTTP ${response.status}.`);
-        return null;
-      }
-      return body;
-    } catch {
-      this.toast("Not connected to the server.");
-      return null;
-    }
+  call(url, options) {
+    return callApi(url, options, (message) => this.toast(message));
   }
 
   // ---------- drawing ----------

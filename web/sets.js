@@ -5,6 +5,7 @@
 
 import { el, setText, show } from "./dom.js";
 import { formatBytes } from "./format.js";
+import { callApi } from "./rest.js";
 
 const WORKFLOW_STATUS = {
   present: "In place",
@@ -252,24 +253,8 @@ export class SetPicker {
 
   /** A REST call; its JSON answer, or null after showing the server's reason. */
   async call(path, options) {
-    let response;
-    try {
-      response = await fetch(path, { ...options, headers: { Accept: "application/json", ...(options.headers ?? {}) } });
-    } catch {
-      this.fail("The server did not answer. Check the connection and try again.");
-      return null;
-    }
-    let body = null;
-    try {
-      body = await response.json();
-    } catch {
-      body = null;
-    }
-    if (!response.ok) {
-      this.fail(body?.error?.message || `The server refused that (HTTP ${response.status}).`);
-      return null;
-    }
-    show(this.ui.error, false);
+    const body = await callApi(path, options, (message) => this.fail(message));
+    if (body) show(this.ui.error, false);
     return body;
   }
 }
