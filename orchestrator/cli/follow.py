@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 BUNDLE_ORDER = 10**6  # bundles' files come after the single links in the summary
 BUNDLE_STRIDE = 10**4
 BUNDLE_FINAL_STATES = ("completed", "failed", "cancelled", "paused")
-BUNDLE_WAIT_LOOKS = 240  # a folder is renamed into place once its last file is in: seconds at most
+BUNDLE_WAIT_SECONDS = 240  # a folder is renamed into place once its last file is in: at most this
 GIVE_UP_AFTER = 20  # failed looks in a row before the backend counts as gone
 WAITING_STATES = ("queued", "resolving")
 
@@ -164,7 +164,7 @@ class Follower:
         for each bundle's own end and say where it is (or why it is not)."""
         for order, (bundle_id, where) in self.bundles.items():
             bundle: dict[str, Any] = {}
-            for _ in range(int(BUNDLE_WAIT_LOOKS / self.backend.tick_seconds)):
+            for _ in range(int(BUNDLE_WAIT_SECONDS / self.backend.tick_seconds)):
                 with contextlib.suppress(Refused, Gone):
                     bundle = await self.backend.bundle(bundle_id)
                 if bundle.get("state") in BUNDLE_FINAL_STATES or stop.is_set():
