@@ -9,7 +9,6 @@ tell them apart.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import json
@@ -182,9 +181,14 @@ class RequestsEngine:
         return {"name": self.name, "version": requests.__version__, "connected": True}
 
     def close(self) -> None:
-        for handle in list(self._runs):
-            with contextlib.suppress(KeyError):  # forgotten meanwhile
-                self.pause(handle)
+        # Every run is told first and joined after: pausing one at a time would free its
+        # slot to a waiting run that could finish before it too was told.
+        stopping = [run for run in list(self._runs.values()) if run.state in (ACTIVE, WAITING)]
+        for run in stopping:
+            run.stop = "pause"
+        for run in stopping:
+            self._stop(run, "pause")
+            run.state = PAUSED
 
     # -- the worker thread ---------------------------------------------------------------
 
@@ -193,6 +197,8 @@ class RequestsEngine:
             if run.stop:
                 return
         try:
+            if run.told_to_stop():  # told while the slot was being handed over
+                return
             run.state = ACTIVE
             self._fetch_with_retries(run)
             run.state = COMPLETE

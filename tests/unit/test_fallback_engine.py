@@ -413,6 +413,24 @@ def test_a_plain_link_is_not_hashed_while_streaming(
     assert (tmp_path / "model.safetensors").read_bytes() == data
 
 
+def test_close_lets_no_waiting_run_take_a_freed_slot_and_finish(origin: Origin, tmp_path: Path) -> None:
+    """A shutdown pauses everything: the slot the running download frees must not go to a
+    queued one that then completes before it too is told to stop."""
+    engine = RequestsEngine(max_active=1)
+    origin.add_file("/slow.bin", 1_000_000, rate=200_000)
+    running = engine.start(transfer(origin, "/slow.bin", tmp_path / "slow"))
+    queued = []
+    for n in range(20):
+        origin.add_file(f"/tiny{n}.bin", 1000)
+        queued.append(engine.start(transfer(origin, f"/tiny{n}.bin", tmp_path / f"t{n}")))
+    wait_for(engine, running, lambda s: s.completed > 0)
+    engine.close()
+    time.sleep(0.5)  # a run that slipped through would have finished by now
+    states = {status.state for status in engine.poll([running, *queued]).values()}
+    assert states == {PAUSED}
+    assert not any((tmp_path / f"t{n}" / "model.safetensors").exists() for n in range(20))
+
+
 def test_close_pauses_what_runs_and_keeps_its_bytes(origin: Origin, tmp_path: Path) -> None:
     engine = RequestsEngine(max_active=1)
     origin.add_file("/slow.bin", 1_000_000, rate=200_000)
