@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import posixpath
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from typing import Any
 from .. import intake, roots
 from ..config import AUTO_TYPE, MODEL_TYPES
 from ..errors import OrchestratorError
+from ..pipeline.context import HashOf
 from ..roots import ModelRoots
 from ..sources import Credentials, civitai, http
 from . import hf_folder
@@ -27,7 +28,6 @@ from .workflow import ModelRef, read_workflow
 
 MAX_FILES = 500  # files in one bundle: as many jobs as may wait at once (pipeline/registry.py)
 MAX_NAME = 120
-HashOf = Callable[[Path], str]  # the SHA-256 of a file in place (cached by the caller)
 
 
 @dataclass

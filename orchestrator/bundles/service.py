@@ -23,6 +23,7 @@ from .. import files, messages
 from ..errors import OrchestratorError
 from ..events import Hub
 from ..jobs import Job, Placement, State, new_job_id
+from ..library.known import HashCache
 from ..manager import Manager
 from ..pipeline.registry import MAX_ACTIVE_JOBS
 from ..policy import Policy
@@ -40,26 +41,12 @@ ACTIONS = ("pause", "resume", "cancel", "retry")
 _URGENT = frozenset({"started", "success", "error", "cancelled", "paused", "hashed"})
 
 
-class HashCache:
-    """SHA-256 of files in place, kept while the file keeps its inode, size and mtime."""
-
-    def __init__(self) -> None:
-        self._known: dict[tuple[int, int, int, int], str] = {}
-
-    def __call__(self, path: Path) -> str:
-        info = path.stat()
-        key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
-        if key not in self._known:
-            self._known[key] = files.sha256_of(path, None, True)
-        return self._known[key]
-
-
 class BundleService:
     def __init__(self, manager: Manager, store: BundleStore, hub: Hub) -> None:
         self.manager = manager
         self.store = store
         self.hub = hub
-        self.hashes = HashCache()
+        self._hashes = HashCache()  # when no library runs (`get --local`)
         self.bundles: dict[str, Bundle] = {bundle.id: bundle for bundle in store.load_all()}
         self._dirty: set[str] = set(self.bundles)
         self._shown: dict[str, str] = {}  # the state each bundle's last event said
@@ -71,6 +58,10 @@ class BundleService:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         manager.ctx.announce.listeners.append(self._heard)
+
+    def hashes(self, path: Path) -> str:
+        """The SHA-256 of a file in place: the library index's when it has it, else read once."""
+        return (self.manager.ctx.library_hash or self._hashes)(path)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 

@@ -47,7 +47,7 @@ def find_existing(index: LibraryIndex, sha256: str) -> FileRecord | None:
             now = FileStat.of(os.stat(record.path))
         except OSError:
             continue
-        if now == (record.size, record.mtime_ns, record.inode, record.device):
+        if now == record.stat:
             return record
     return None
 

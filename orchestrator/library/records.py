@@ -201,6 +201,11 @@ class FileRecord:
         return text(os.fsencode(self.rel_path.name))
 
     @property
+    def stat(self) -> FileStat:
+        """The numbers the file had when it was last listed."""
+        return FileStat(self.size, self.mtime_ns, self.inode, self.device)
+
+    @property
     def display_path(self) -> str:
         """The relative path as a person reads it (undecodable bytes shown as U+FFFD)."""
         return text(os.fsencode(self.rel_path))

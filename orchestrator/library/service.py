@@ -34,6 +34,7 @@ from . import civitai_lookup, duplicates, listing, naming, remove
 from . import sidecars as read_sidecars
 from .civitai_lookup import Hit, LookupSettings, Update
 from .index import LibraryIndex
+from .known import KnownHashes
 from .locate import Located, locate, read_preview
 from .records import FileRecord, Source
 from .scan import ScanHandle, ScanProgress, ScanResult, start_scan
@@ -65,6 +66,7 @@ class LibraryService:
         self._quiet = False
         manager.ctx.announce.listeners.append(self._heard)
         manager.ctx.library_link = self.link_existing
+        manager.ctx.library_hash = KnownHashes(self.index, self.roots)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -76,6 +78,7 @@ class LibraryService:
     async def stop(self) -> None:
         self._cancel.set()
         self.manager.ctx.library_link = None  # the index closes: the pipeline downloads as before
+        self.manager.ctx.library_hash = None
         with contextlib.suppress(ValueError):
             self.manager.ctx.announce.listeners.remove(self._heard)
         if self._scan is not None:

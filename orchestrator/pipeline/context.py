@@ -23,6 +23,8 @@ Resolver = Callable[[str, Credentials, Policy], Resolved]
 # The library's hard link of bytes it already has: (sha256, target) -> where they were found
 # (as people see paths), or None when it has none or cannot link there. Blocking.
 LibraryLink = Callable[[str, Path], "str | None"]
+# The SHA-256 of a file in place, the library index's when it has the file unchanged. Blocking.
+HashOf = Callable[[Path], str]
 
 
 @dataclass
@@ -36,6 +38,7 @@ class Context:
     roots: ModelRoots
     egress: EgressProxy | None = None
     library_link: LibraryLink | None = None  # set by the library when the app runs one
+    library_hash: HashOf | None = None  # likewise
 
     def move(self, live: LiveJob, state: State) -> None:
         """Every state change: checked against the transition table, then saved before any event."""

@@ -1,0 +1,112 @@
+"""The SHA-256 of a file in place: the library index answers when it knows the file unchanged,
+and otherwise the file is read once and the index learns what it was waiting for."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator import files
+from orchestrator.library import LibraryIndex, Source, scan
+from orchestrator.library.known import KnownHashes
+from orchestrator.library.records import FileStat
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def loras(tmp_path: Path) -> Path:
+    folder = tmp_path / "models" / "loras"
+    folder.mkdir(parents=True)
+    return folder
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> Iterator[LibraryIndex]:
+    with LibraryIndex.in_state_dir(tmp_path / "state") as made:
+        yield made
+
+
+class CountedReads:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.paths: list[Path] = []
+        real = files.sha256_of
+
+        def counted(path: Path, *args: object, **kwargs: object) -> str:
+            self.paths.append(path)
+            return real(path, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(files, "sha256_of", counted)
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> CountedReads:
+    return CountedReads(monkeypatch)
+
+
+def test_a_scanned_file_is_answered_from_the_index_without_reading_it(
+    loras: Path, index: LibraryIndex, reads: CountedReads
+) -> None:
+    model = loras / "style.safetensors"
+    model.write_bytes(b"lora bytes" * 1000)
+    scan(index, [("lora", loras)])
+    known = KnownHashes(index, lambda: [("lora", loras)])
+    assert known(model) == sha(model.read_bytes())
+    assert reads.paths == []
+
+
+def test_a_file_changed_since_the_scan_is_read_and_its_real_hash_given(
+    loras: Path, index: LibraryIndex, reads: CountedReads
+) -> None:
+    model = loras / "style.safetensors"
+    model.write_bytes(b"old" * 1000)
+    scan(index, [("lora", loras)])
+    with open(model, "r+b") as handle:  # same inode, new bytes
+        handle.write(b"new")
+    os.utime(model, ns=(1, 1))
+    known = KnownHashes(index, lambda: [("lora", loras)])
+    assert known(model) == sha(model.read_bytes())
+    assert known(model) == sha(model.read_bytes())
+    assert reads.paths.count(model) == 1  # the second look came from memory
+
+
+def test_an_indexed_file_without_a_hash_is_read_once_and_the_index_keeps_it(
+    loras: Path, index: LibraryIndex, reads: CountedReads
+) -> None:
+    model = loras / "style.safetensors"
+    model.write_bytes(b"never hashed" * 1000)
+    index.put_file(
+        root_id=index.root_id(loras, "lora"),
+        rel_path=b"style.safetensors",
+        model_type="lora",
+        stat=FileStat.of(model.stat()),
+        sha256=None,
+        source=Source(),
+        sidecars=None,
+        sidecar_sig=None,
+        now=0.0,
+    )
+    assert known_first(index, loras, model) == sha(model.read_bytes())
+    record = index.get_by_path(loras, Path("style.safetensors"))
+    assert record is not None and record.sha256 == sha(model.read_bytes())
+    reads.paths.clear()
+    assert known_first(index, loras, model) == sha(model.read_bytes())  # a new cache: the index answers
+    assert reads.paths == []
+
+
+def test_a_file_outside_every_library_folder_is_still_hashed(
+    tmp_path: Path, loras: Path, index: LibraryIndex
+) -> None:
+    stray = tmp_path / "elsewhere.safetensors"
+    stray.write_bytes(b"stray")
+    assert KnownHashes(index, lambda: [("lora", loras)])(stray) == sha(b"stray")
+
+
+def known_first(index: LibraryIndex, loras: Path, model: Path) -> str:
+    return KnownHashes(index, lambda: [("lora", loras)])(model)
