@@ -26,6 +26,7 @@ from ..errors import OrchestratorError
 from ..events import Hub
 from ..files import private_folder
 from ..jobs import JobStore, State, exclusive_state
+from ..library.service import LibraryService
 from ..manager import Manager
 from ..sources import Credentials
 from .follow import Follower, Refused, stop_on_signals
@@ -74,14 +75,19 @@ async def _run(
         hub = Hub()
         manager = Manager(settings, store, choice.engine, hub)
         bundle_service = BundleService(manager, BundleStore(settings.database_path), hub)
+        # what lands is recorded in the library as the server would record it (no scan: a
+        # notebook cell should not wait for one)
+        library = LibraryService(manager, hub)
         try:
             await manager.start()
             await bundle_service.start()
+            await library.start(scan=False)
             follower = Follower(LocalBackend(manager, choice, bundle_service), progress)
             return await follower.run(items, credentials, overwrite, stop, bundles)
         finally:
             await bundle_service.stop()  # a folder whose files are all in is put in place first
             bundle_service.store.close()
+            await library.stop()  # after the bundles: their files are recorded as they land
             await manager.stop()  # saves every job; the staging files stay where they are
             store.close()
     finally:

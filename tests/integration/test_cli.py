@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.library import LibraryIndex
 from tests.conftest import ROOT, _kill_stray_aria2, free_port, needs_aria2
 from tests.fakes.model_files import opaque_safetensors
 from tests.fakes.world import fake_world
@@ -146,6 +147,33 @@ def test_get_one_file_lands_verified_and_tokens_stay_secret(cli, origin):
     for token in (TOKEN_CIVITAI, TOKEN_HF):
         assert token not in result.stdout + result.stderr
         assert token.encode() not in all_bytes_under(cli.workdir)
+
+
+def test_a_file_got_in_this_process_is_in_the_library_with_its_hash_and_a_copy_is_a_link(cli, origin):
+    """No server ran: the library still knows what `get` put in place, so the page's list (and a
+    later download of the same bytes) need no scan that reads it again."""
+    data = opaque_safetensors(os.urandom(2 * MiB))
+    digest = hashlib.sha256(data).hexdigest()
+    origin.add_file("/m/style.safetensors", data=data)
+    first = cli.run("get", origin.url("/m/style.safetensors"), "--type", "lora")
+    assert first.returncode == 0, first.stderr
+
+    with LibraryIndex.in_state_dir(cli.state) as index:
+        (record,) = index.by_sha256(digest)
+    assert record.path == cli.models / "lora" / "style.safetensors"
+    assert record.source.kind == "link" and record.source.url == origin.url("/m/style.safetensors")
+
+    # the same bytes from the Hub, whose answer publishes their SHA-256: linked, not fetched
+    with fake_world() as world:
+        world.hub.add_repo("acme/style")
+        world.hub.add_file("acme/style", "style.safetensors", data)
+        link = "https://huggingface.co/acme/style/resolve/main/style.safetensors"
+        again = cli.run("get", link, "--type", "checkpoint", env=world.env)
+        assert again.returncode == 0, again.stderr
+        assert world.hf_storage.requests == []
+    copy = cli.models / "checkpoint" / "style.safetensors"
+    assert copy.read_bytes() == data
+    assert copy.stat().st_ino == record.inode
 
 
 def test_batch_runs_good_lines_and_reports_bad_ones_by_line(cli, origin):
