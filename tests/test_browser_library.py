@@ -13,6 +13,7 @@ import requests
 
 from tests.conftest import Server
 from tests.fakes import images
+from tests.fakes.civitai import TOKEN as CIVITAI_TOKEN
 from tests.fakes.civitai import File
 from tests.fakes.model_files import opaque_safetensors
 from tests.fakes.world import fake_world
@@ -54,6 +55,7 @@ def test_the_library_shows_cards_filters_details_deletes_and_updates(page, tmp_p
             [File("film_v2.safetensors", newer, primary=True)],
             name="v2",
             published_at="2030-01-01",
+            needs_token=True,  # early access: only the key saved in this browser gets it
         )
         server = Server(tmp_path, "--engine", "auto", env=world.env).start()
         try:
@@ -129,7 +131,10 @@ def run_page(page, server: Server, models: Path) -> None:  # noqa: F811
     expect(base).to_have_count(0)
     assert not (models / "checkpoint" / "base.safetensors").exists()
 
-    # one click downloads the newer version beside the old one
+    # one click downloads the newer version beside the old one, with the key this browser keeps
+    page.fill("#civitai-token", CIVITAI_TOKEN)
+    page.click("#save-tokens")
+    expect(page.locator("#tokens-status")).to_contain_text("saved")
     film.locator('[data-library="update"]').click()
     expect(page.locator("#toasts")).to_contain_text("Downloading")
     target = models / "lora" / "film_v2.safetensors"
@@ -137,3 +142,7 @@ def run_page(page, server: Server, models: Path) -> None:  # noqa: F811
     while not target.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     expect(card(page, "lora/film_v2.safetensors")).to_have_count(1, timeout=30_000)
+    assert target.read_bytes() == blob(64 * KiB, "film v2")
+    # the key did its work and was kept nowhere: not in the job record, the index, a sidecar or a log
+    written = [path for path in models.parent.rglob("*") if path.is_file()]
+    assert written and not [path for path in written if CIVITAI_TOKEN.encode() in path.read_bytes()]

@@ -514,6 +514,7 @@ const models = new LibraryView({
   base: $("models-base"),
   typeOrder: () => state.types,
   toast,
+  tokens: () => ({ civitai_token: savedTokenFields().civitai_token }),
 });
 
 setupTokens({

@@ -15,10 +15,11 @@ export class LibraryView {
    * @param {{section: HTMLElement, list: HTMLElement, status: HTMLElement, refresh: HTMLButtonElement,
    *          scan: HTMLButtonElement, filter: HTMLInputElement, type: HTMLSelectElement,
    *          base: HTMLSelectElement, typeOrder: () => {name: string, description: string}[],
-   *          toast: (message: string, kind?: string) => void}} parts
+   *          toast: (message: string, kind?: string) => void,
+   *          tokens: () => {civitai_token?: string}}} parts
    */
-  constructor({ section, list, status, refresh, scan, filter, type, base, typeOrder, toast }) {
-    Object.assign(this, { section, list, status, filter, typeSelect: type, baseSelect: base, typeOrder, toast });
+  constructor({ section, list, status, refresh, scan, filter, type, base, typeOrder, toast, tokens }) {
+    Object.assign(this, { section, list, status, filter, typeSelect: type, baseSelect: base, typeOrder, toast, tokens });
     this.unsupported = false;
     this.loading = false;
     this.again = false;
@@ -221,7 +222,7 @@ export class LibraryView {
       const answer = await this.call("api/models/update", {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ path: model.path }),
+        body: JSON.stringify({ path: model.path, ...this.tokens() }),
       });
       if (answer?.job) this.toast(`Downloading ${answer.job.label}`, "ok");
     }

@@ -125,8 +125,9 @@ class ServerClient:
         answer = self._call("DELETE", "/api/models", params={"path": path})
         return answer.get("removed", {}) if isinstance(answer, dict) else {}
 
-    def update_model(self, path: str) -> dict[str, Any]:
-        return self._job(self._request("POST", "/api/models/update", json={"path": path}))
+    def update_model(self, path: str, civitai_token: str | None = None) -> dict[str, Any]:
+        body = {"path": path, **({"civitai_token": civitai_token} if civitai_token else {})}
+        return self._job(self._request("POST", "/api/models/update", json=body))
 
     def close(self) -> None:
         self.session.close()

@@ -6,7 +6,7 @@ POST   /api/models/scan               scan the models folders in the background 
                                       events on the WebSocket)
 DELETE /api/models?path=PATH          delete a model and its sidecars (PATH as the listing gives it)
 GET    /api/models/preview?path=PATH  the model's preview image, from its folder
-POST   /api/models/update             {"path": PATH}: download the newer CivitAI version beside it
+POST   /api/models/update             {"path": PATH, "civitai_token"?}: the newer CivitAI version, beside it
 """
 
 from __future__ import annotations
@@ -45,7 +45,12 @@ def routes(service: Callable[[], LibraryService]) -> list[Route]:
         path = body.get("path") if isinstance(body, dict) else None
         if not isinstance(path, str):
             raise OrchestratorError("invalid_path", "Give the model's `path` as the library lists it.")
-        job = await service().download_update(path, exposed=request_exposed(request.scope))
+        token = body.get("civitai_token")  # the browser's own key, as a download sends it
+        job = await service().download_update(
+            path,
+            exposed=request_exposed(request.scope),
+            civitai_token=token if isinstance(token, str) else None,
+        )
         return JSONResponse({"job": job.public()}, status_code=201)
 
     return [

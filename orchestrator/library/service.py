@@ -395,8 +395,9 @@ class LibraryService:
         self.hub.publish(messages.library_event("removed", **result))
         return result
 
-    async def download_update(self, path: str, exposed: bool) -> Job:
-        """The newer CivitAI version of a file, downloaded beside it as a normal job."""
+    async def download_update(self, path: str, exposed: bool, civitai_token: str | None = None) -> Job:
+        """The newer CivitAI version of a file, downloaded beside it as a normal job (with the
+        asker's CivitAI key when one is given: early access and login-only models need it)."""
         found = self.locate(path)
         record = self.index.get_by_path(found.root, found.rel)
         if record is None:
@@ -412,6 +413,8 @@ class LibraryService:
             "type": record.model_type,
             "subfolder": "" if subfolder == "." else subfolder,
         }
+        if civitai_token:
+            body["civitai_token"] = civitai_token
         job, _ = await self.manager.submit(body, exposed=exposed)
         return job
 

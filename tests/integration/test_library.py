@@ -369,9 +369,10 @@ def test_a_preview_is_served_only_from_inside_the_models_folders(server_factory,
 # -- the CLI -------------------------------------------------------------------------------------
 
 
-def run_cli(server, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")}
-    env["PYTHONPATH"] = str(ROOT)
+def run_cli(server, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    given = env or {}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_") and k != "CIVITAI_TOKEN"}
+    env.update(PYTHONPATH=str(ROOT), **given)
     return subprocess.run(
         [sys.executable, "-m", "orchestrator", "models", *args, "--server", server.base],
         env=env,
@@ -410,3 +411,31 @@ def test_the_cli_lists_scans_and_deletes_models(server_factory, tmp_path):
     server.stop()
     gone = run_cli(server, "ls")
     assert gone.returncode == 2 and "orchestrator serve" in gone.stderr
+
+
+def test_the_cli_gets_an_early_access_update_with_the_callers_key_and_keeps_it_nowhere(
+    server_factory, tmp_path, world
+):
+    known, newer = blob(64 * KiB, "known"), blob(64 * KiB, "early access")
+    world.civitai.add_model(300, "Ink", type="LORA")
+    world.civitai.add_version(300, 3001, [File("ink_v1.safetensors", known, primary=True)], name="v1")
+    world.civitai.add_version(
+        300, 3002, [File("ink_v2.safetensors", newer, primary=True)], name="v2", needs_token=True
+    )
+    models = tmp_path / "models"
+    place(models, "lora/ink.safetensors", known)
+    server = server_factory(env=world.env)  # the server itself has no CivitAI key
+    wait_files(server, lambda f: f.get("lora/ink.safetensors", {}).get("update") is not None)
+
+    without = run_cli(server, "update", "lora/ink.safetensors")
+    assert without.returncode == 0, without.stderr
+    refused = server.wait_settled(without.stdout.split("job ")[1].split()[0])
+    assert refused["state"] == "failed" and refused["error"]["code"] == "civitai_token_required", refused
+
+    with_key = run_cli(server, "update", "lora/ink.safetensors", env={"CIVITAI_TOKEN": TOKEN})
+    assert with_key.returncode == 0, with_key.stderr
+    job = server.wait_settled(with_key.stdout.split("job ")[1].split()[0])
+    assert job["state"] == "completed", job
+    assert (models / "lora" / "ink_v2.safetensors").read_bytes() == newer
+    kept = [p for p in tmp_path.rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
+    assert kept == []
