@@ -92,7 +92,7 @@ def matches(text: str) -> bool:
     """CivitAI links on its hosts (scheme optional), AIR URNs and `<model>@<version>`."""
     if _AIR.fullmatch(text) or _PAIR.fullmatch(text):
         return True
-    return _host(text) in HOSTS | {urlsplit(base_url()).hostname}
+    return _host(text) in HOSTS or http.same_service(text if "://" in text else f"https://{text}", base_url())
 
 
 def _host(text: str) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import requests
 
@@ -50,6 +50,20 @@ def same_origin(url: str, other: str) -> bool:
         return (a.scheme.lower(), a.hostname, a.port) == (b.scheme.lower(), b.hostname, b.port)
     except ValueError:
         return False
+
+
+def same_service(url: str, base: str) -> bool:
+    """Host and port (the scheme's default when none is written) are `base`'s: a link to a
+    configured endpoint (a mirror, a local fake) and not to another service on its host."""
+    a, b = urlsplit(url), urlsplit(base)
+    try:
+        return bool(a.hostname) and (a.hostname, _port(a)) == (b.hostname, _port(b))
+    except ValueError:
+        return False
+
+
+def _port(parts: SplitResult) -> int | None:
+    return parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
 
 
 def send(session: requests.Session, method: str, url: str, service: str, **kwargs: Any) -> requests.Response:

@@ -71,7 +71,7 @@ def matches(text: str) -> bool:
         return True
     parts = urlsplit(text)
     if parts.scheme.lower() in ("http", "https"):
-        return (parts.hostname or "").lower() in HOSTS | {urlsplit(endpoint()).hostname}
+        return (parts.hostname or "").lower() in HOSTS or http.same_service(text, endpoint())
     return not parts.scheme and _SHORTHAND.fullmatch(text) is not None
 
 

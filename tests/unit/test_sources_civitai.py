@@ -121,6 +121,15 @@ def test_other_hosts_are_not_civitai() -> None:
     assert sources.identify("https://example.com/models/1") == "direct"
 
 
+def test_a_configured_endpoint_is_civitai_only_on_its_own_port(monkeypatch) -> None:
+    """A mirror or a local CivitAI on one port of a host: another service there is a plain link."""
+    monkeypatch.setenv("CIVITAI_BASE_URL", "http://10.1.2.3:8080")
+    assert sources.identify("http://10.1.2.3:8080/api/download/models/1") == "civitai"
+    assert sources.identify("10.1.2.3:8080/models/1") == "civitai"
+    assert sources.identify("http://10.1.2.3:9000/files/model.safetensors") == "direct"
+    assert sources.identify("http://10.1.2.3/files/model.safetensors") == "direct"
+
+
 # -- choosing the file ---------------------------------------------------------------------------
 
 

@@ -247,6 +247,16 @@ def test_gated_says_where_to_accept_the_terms(hub: FakeHub) -> None:
     assert "accept" in caught.value.message
 
 
+def test_a_configured_endpoint_is_the_hub_only_on_its_own_port(monkeypatch) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", "https://hf-mirror.example")
+    assert sources.identify("https://hf-mirror.example/acme/x/resolve/main/a.safetensors") == "huggingface"
+    assert (
+        sources.identify("https://hf-mirror.example:443/acme/x/resolve/main/a.safetensors") == "huggingface"
+    )
+    assert sources.identify("https://hf-mirror.example:8443/files/a.safetensors") == "direct"
+    assert sources.identify("https://huggingface.co/acme/x/resolve/main/a.safetensors") == "huggingface"
+
+
 def test_a_hub_that_fails(hub: FakeHub, monkeypatch) -> None:
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.4:9")
     assert code_of(resolve, "acme/sd-models/unet/model.safetensors") == "unreachable"
