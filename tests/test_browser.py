@@ -793,6 +793,40 @@ def test_chosen_civitai_files_and_another_version_land_each_in_its_folder(page, 
     assert not (live.models / "checkpoint" / "dreamy-v2.safetensors").exists()
 
 
+def test_a_civitai_card_shows_the_model_and_its_page_and_copies_its_trigger_words(page, world_server):
+    from tests.fakes.civitai import File
+
+    world, live = world_server
+    data = built.opaque_safetensors(os.urandom(MiB))
+    world.civitai.add_model(810, "Ink Wash", "LORA")
+    world.civitai.add_version(
+        810,
+        811,
+        [File("ink-wash.safetensors", data, primary=True)],
+        name="v3",
+        trained_words=["ink wash", "sumi-e"],
+    )
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live.base)
+    open_page(page, live)
+    link = "https://civitai.com/models/810?modelVersionId=811"
+    _, card = submit(page, live, link, "lora")
+    expect(card).to_have_attribute("data-state", "completed", timeout=30_000)
+    assert (live.models / "lora" / "ink-wash.safetensors").read_bytes() == data
+
+    facts = card.locator(".job-facts")
+    for text in ("Ink Wash", "v3", "SDXL 1.0"):
+        expect(facts).to_contain_text(text)
+    page_link = facts.get_by_role("link", name="Open on CivitAI")
+    assert page_link.get_attribute("href") == f"{world.civitai.base_url}/models/810?modelVersionId=811"
+    assert page_link.get_attribute("rel") == "noopener noreferrer"
+    # (its preview is not checked here: the page's CSP loads outside images over https only,
+    # and the fake's storage speaks http; the library test checks the preview the app serves)
+    expect(card.locator(".job-words li")).to_have_text(["ink wash", "sumi-e"])
+    card.get_by_role("button", name="Copy trigger words").click()
+    expect(card.locator(".copy-status")).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == "ink wash, sumi-e"
+
+
 def test_a_hub_folder_link_in_the_form_becomes_one_card_and_lands_whole(page, world_server):
     world, live = world_server
     parts = {

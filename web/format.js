@@ -114,3 +114,17 @@ export function humanKey(key) {
   const text = String(key).replace(/[_-]+/g, " ").trim();
   return text ? text[0].toUpperCase() + text.slice(1) : "";
 }
+
+export function isObject(value) {
+  return value !== null && typeof value === "object" && !Array.isArray(value);
+}
+
+export function isText(value) {
+  return typeof value === "string" && value.trim() !== "";
+}
+
+/** `text` cut to `limit` characters, with an ellipsis when it was longer. */
+export function shorten(text, limit) {
+  const value = String(text);
+  return value.length > limit ? `${value.slice(0, limit - 1)}…` : value;
+}

@@ -3,19 +3,19 @@
 // so fifty busy downloads cost fifty small updates a second, not fifty list rebuilds.
 
 import { actionButtons, progressBar, showProgress } from "./card.js";
-import { copyText, el, setAttr, setText, show } from "./dom.js";
+import { el, setAttr, setText, show } from "./dom.js";
 import {
   FINISHED_STATES,
   STATE_TEXT,
   formatBytes,
   formatEta,
   formatRate,
-  humanKey,
+  isObject,
   nameFromUrl,
-  safeHttpUrl,
   toPercent,
 } from "./format.js";
-import { civitaiModelPage, sourceText } from "./vocabulary.js";
+import { renderJobInfo } from "./job_info.js";
+import { sourceText } from "./vocabulary.js";
 
 const ACTION_TEXT = { pause: "Pause", resume: "Resume", cancel: "Cancel", retry: "Retry" };
 const ACTION_ORDER = ["pause", "resume", "cancel", "retry"];
@@ -27,18 +27,6 @@ const JOB_FIELDS = [
   "downloaded", "total", "rate", "eta", "sha256", "path", "created", "updated", "size", "actions",
   "verified", "bundle",
 ];
-// Metadata fields shown in their own way, or never shown.
-const META_SPECIAL = new Set([
-  "preview_url", "model_name", "version_name", "base_model", "trained_words", "images",
-  "description", "file", "warnings",
-]);
-const META_HIDDEN = /token|secret|password|authorization|cookie/i;
-// Already on the card (the source line shows the host), or only useful to programs.
-const META_SKIP = new Set([
-  "host", "url", "label", "filename", "file_name", "type", "model_id", "version_id", "civitai",
-]);
-const META_NAMES = { nsfw: "NSFW", sha256: "SHA-256", model_type: "Kind", content_type: "Content type" };
-
 let cardCounter = 0;
 
 export class JobList {
@@ -338,76 +326,40 @@ export class JobList {
   }
 
   render(card) {
-    const { job, refs, buttons } = card;
+    const { job } = card;
     const state = STATE_TEXT[job.state] ? job.state : "queued";
     const previousState = card.root.dataset.state;
     setAttr(card.root, "data-state", state);
-
     const label = displayLabel(job);
+    this.renderHead(card, label);
+    renderProgress(card.refs, job, state);
+    renderOutcome(card, state);
+    if (card.infoDirty) {
+      card.infoDirty = false;
+      renderJobInfo(card.refs.info, card.info);
+    }
+    this.renderActions(card, state, label);
+    if (previousState !== state && card.busy) this.markBusy(card.id, card.busy, false);
+    const cleared = this.cleared.has(card.id) && FINISHED_STATES.has(state);
+    const bundled = Boolean(job.bundle) || this.inBundle(card.id);
+    show(card.root, (!cleared || this.showCleared) && !bundled);
+    this.onRendered(card.id);
+  }
+
+  renderHead({ job, refs }, label) {
     setText(refs.label, label);
     refs.label.title = label;
     setText(refs.source, sourceText(job.source, job.url));
     refs.source.title = job.url ?? "";
     setText(refs.type, this.describeType(job.type));
+  }
 
-    const percent = state === "completed" ? 100 : toPercent(job.progress);
-    const unknownSize = !(typeof job.total === "number" && job.total > 0);
-    showProgress(refs.bar, refs.fill, percent, STATE_TEXT[state]);
-    refs.bar.classList.toggle("indeterminate", unknownSize && state === "downloading" && percent === 0);
-
-    setText(refs.percent, `${percent}%`);
-    let amount;
-    if (state === "completed") amount = unknownSize ? formatBytes(job.downloaded) : formatBytes(job.total);
-    else if (unknownSize) amount = typeof job.downloaded === "number" && job.downloaded > 0 ? `${formatBytes(job.downloaded)} of unknown size` : "";
-    else amount = `${formatBytes(job.downloaded ?? 0)} / ${formatBytes(job.total)}`;
-    setText(refs.amount, amount);
-    show(refs.amount, amount !== "");
-    const rate = state === "downloading" ? formatRate(job.rate) : "";
-    setText(refs.rate, rate);
-    show(refs.rate, rate !== "");
-    const eta = state === "downloading" ? formatEta(job.eta) : "";
-    setText(refs.eta, eta ? `ETA ${eta}` : "");
-    show(refs.eta, eta !== "");
-
-    let stateText = STATE_TEXT[state];
-    if (state === "completed" && job.alreadyPresent) stateText = "Already present";
-    const sizeOnly = state === "completed" && job.alreadyPresent && job.compared === "name and size";
-    show(card.verify, sizeOnly);
-    // a finished file is checked against its published SHA-256 (the bytes read so far)
-    const checking = (state === "downloading" || state === "verifying") && typeof job.verified === "number";
-    if (checking) {
-      const share = job.total > 0 ? ` ${toPercent(job.verified / job.total)}%` : "";
-      stateText = `Verifying${share}`;
-    }
-    setText(refs.badge, stateText);
-
-    let message = "";
-    if (state === "failed") {
-      message = job.error?.message || "The download failed.";
-    } else if (state === "cancelled") {
-      message = job.note || "";
-    } else if (sizeOnly) {
-      message = "A file of this name and size was already there; its bytes were not compared.";
-    }
-    setText(refs.message, message);
-    refs.message.classList.toggle("error", state === "failed");
-    show(refs.message, message !== "");
-
-    const path = state === "completed" && job.path ? job.path : "";
-    setText(refs.pathText, path);
-    setText(refs.path.firstChild, job.alreadyPresent ? "Already in " : "Saved to ");
-    show(refs.path, path !== "");
-
-    if (card.infoDirty) {
-      card.infoDirty = false;
-      this.renderInfo(card);
-    }
-
+  /** The buttons the server says fit the job now (the page keeps no rules of its own). */
+  renderActions({ job, refs, buttons }, state, label) {
     const focused = document.activeElement;
     let lostFocus = false;
     for (const action of ACTION_ORDER) {
       const button = buttons[action];
-      // the server says what fits the job now; the page keeps no rules of its own
       const visible = Array.isArray(job.actions) && job.actions.includes(action);
       if (!visible && focused === button) lostFocus = true;
       show(button, visible);
@@ -416,123 +368,63 @@ export class JobList {
       setText(button, text);
       setAttr(button, "aria-label", `${text} ${label}`);
     }
-    if (previousState !== state && card.busy) this.markBusy(card.id, card.busy, false);
     if (lostFocus) {
       const next = ACTION_ORDER.map((a) => buttons[a]).find((b) => !b.hidden);
       (next ?? refs.label).focus();
     }
-
-    const cleared = this.cleared.has(card.id) && FINISHED_STATES.has(state);
-    const bundled = Boolean(job.bundle) || this.inBundle(card.id);
-    show(card.root, (!cleared || this.showCleared) && !bundled);
-    this.onRendered(card.id);
-  }
-
-  renderInfo(card) {
-    const box = card.refs.info;
-    box.replaceChildren();
-    const info = card.info;
-    if (!isObject(info)) {
-      show(box, false);
-      return;
-    }
-    const preview = safeHttpUrl(info.preview_url);
-    if (preview && !/\.(mp4|webm|mov)(\?|$)/i.test(preview)) {
-      const image = el("img", {
-        class: "job-preview",
-        alt: typeof info.model_name === "string" ? `Preview of ${info.model_name}` : "Model preview",
-        loading: "lazy",
-        decoding: "async",
-        referrerpolicy: "no-referrer",
-        width: "96",
-        height: "96",
-      });
-      image.addEventListener("error", () => image.remove());
-      image.src = preview;
-      box.append(image);
-    }
-    const list = el("dl", { class: "job-facts" });
-    const add = (name, value) => {
-      list.append(el("div", {}, [el("dt", { text: name }), el("dd", { text: value })]));
-    };
-    if (isText(info.model_name)) add("Model", info.model_name);
-    if (isText(info.version_name)) add("Version", info.version_name);
-    if (isText(info.base_model)) add("Base model", info.base_model);
-    const file = describeFileHeader(info.file);
-    if (file) add("File", file);
-    const warnings = Array.isArray(info.warnings) ? info.warnings.filter((w) => isText(w)) : [];
-    for (const warning of warnings.slice(0, 3)) {
-      list.append(el("div", { class: "job-warning" }, [el("dt", { text: "Warning" }), el("dd", { text: shorten(warning, 300) })]));
-    }
-    const modelId = Number(info.model_id);
-    const versionId = Number(info.version_id);
-    const page = Number.isSafeInteger(modelId) && modelId > 0
-      ? civitaiModelPage(modelId, Number.isSafeInteger(versionId) && versionId > 0 ? versionId : null)
-      : null;
-    if (page) {
-      const link = el("a", { href: page.href, target: "_blank", rel: "noopener noreferrer", text: "Open on CivitAI" });
-      list.append(el("div", {}, [el("dt", { text: "Page" }), el("dd", {}, [link])]));
-    }
-    let extra = 0;
-    for (const [key, value] of Object.entries(info)) {
-      if (META_SPECIAL.has(key) || META_SKIP.has(key) || META_HIDDEN.test(key) || extra >= 12) continue;
-      if (key.endsWith("_url")) {
-        const href = safeHttpUrl(value);
-        if (!href) continue;
-        const link = el("a", { href, target: "_blank", rel: "noopener noreferrer", text: shorten(value, 80) });
-        list.append(el("div", {}, [el("dt", { text: humanKey(key.replace(/_url$/, "")) }), el("dd", {}, [link])]));
-        extra += 1;
-        continue;
-      }
-      let text = null;
-      if (isText(value) || typeof value === "number") text = String(value);
-      else if (typeof value === "boolean") text = value ? "yes" : "no";
-      else if (Array.isArray(value) && value.length && value.every((v) => isText(v) || typeof v === "number")) {
-        text = value.join(", ");
-      }
-      if (text === null) continue;
-      if (/size|bytes/i.test(key) && typeof value === "number") text = formatBytes(value);
-      if (key === "sha256") text = shorten(text, 17);
-      add(META_NAMES[key] ?? humanKey(key), shorten(text, 200));
-      extra += 1;
-    }
-    if (list.children.length) box.append(list);
-
-    const words = Array.isArray(info.trained_words)
-      ? info.trained_words.filter((w) => isText(w)).map((w) => w.trim()).filter(Boolean)
-      : [];
-    if (words.length) {
-      const chips = el("ul", { class: "job-words", "aria-label": "Trigger words" });
-      for (const word of words.slice(0, 50)) chips.append(el("li", {}, [el("code", { text: shorten(word, 120) })]));
-      const copy = el("button", { type: "button", class: "button small ghost copy-words", text: "Copy trigger words" });
-      const status = el("span", { class: "copy-status", role: "status" });
-      copy.addEventListener("click", async () => {
-        const done = await copyText(words.join(", "));
-        setText(status, done ? "Copied" : "Could not copy: select the words by hand");
-        setTimeout(() => setText(status, ""), 2500);
-      });
-      box.append(el("div", { class: "job-trained" }, [
-        el("span", { class: "job-trained-title", text: "Trigger words" }),
-        chips,
-        el("div", { class: "job-trained-actions" }, [copy, status]),
-      ]));
-    }
-    box.classList.toggle("rich", box.querySelector("img, .job-trained") !== null);
-    show(box, box.childElementCount > 0);
   }
 }
 
-/** What the file's own header said ("diffusion model · Flux"), or why it said nothing. */
-export function describeFileHeader(file) {
-  if (!isObject(file)) return null;
-  const finding = isObject(file.finding) ? file.finding : null;
-  if (finding && isText(finding.kind)) {
-    const parts = [finding.kind.replaceAll("_", " ")];
-    if (isText(finding.family)) parts.push(finding.family);
-    if (isText(finding.format)) parts.push(finding.format);
-    return parts.join(" · ");
+/** The bar, the percentage, the amount, the rate and the ETA. */
+function renderProgress(refs, job, state) {
+  const percent = state === "completed" ? 100 : toPercent(job.progress);
+  const unknownSize = !(typeof job.total === "number" && job.total > 0);
+  showProgress(refs.bar, refs.fill, percent, STATE_TEXT[state]);
+  refs.bar.classList.toggle("indeterminate", unknownSize && state === "downloading" && percent === 0);
+  setText(refs.percent, `${percent}%`);
+  showText(refs.amount, amountText(job, state, unknownSize));
+  showText(refs.rate, state === "downloading" ? formatRate(job.rate) : "");
+  const eta = state === "downloading" ? formatEta(job.eta) : "";
+  showText(refs.eta, eta ? `ETA ${eta}` : "");
+}
+
+function amountText(job, state, unknownSize) {
+  if (state === "completed") return unknownSize ? formatBytes(job.downloaded) : formatBytes(job.total);
+  if (!unknownSize) return `${formatBytes(job.downloaded ?? 0)} / ${formatBytes(job.total)}`;
+  return typeof job.downloaded === "number" && job.downloaded > 0 ? `${formatBytes(job.downloaded)} of unknown size` : "";
+}
+
+/** The state badge, the message under the bar, where the file is, and "Compare bytes". */
+function renderOutcome(card, state) {
+  const { job, refs } = card;
+  let stateText = STATE_TEXT[state];
+  if (state === "completed" && job.alreadyPresent) stateText = "Already present";
+  const sizeOnly = state === "completed" && job.alreadyPresent && job.compared === "name and size";
+  show(card.verify, sizeOnly);
+  // a finished file is checked against its published SHA-256 (the bytes read so far)
+  const checking = (state === "downloading" || state === "verifying") && typeof job.verified === "number";
+  if (checking) {
+    const share = job.total > 0 ? ` ${toPercent(job.verified / job.total)}%` : "";
+    stateText = `Verifying${share}`;
   }
-  return isText(file.detail) ? shorten(file.detail, 200) : null;
+  setText(refs.badge, stateText);
+
+  let message = "";
+  if (state === "failed") message = job.error?.message || "The download failed.";
+  else if (state === "cancelled") message = job.note || "";
+  else if (sizeOnly) message = "A file of this name and size was already there; its bytes were not compared.";
+  showText(refs.message, message);
+  refs.message.classList.toggle("error", state === "failed");
+
+  const path = state === "completed" && job.path ? job.path : "";
+  setText(refs.pathText, path);
+  setText(refs.path.firstChild, job.alreadyPresent ? "Already in " : "Saved to ");
+  show(refs.path, path !== "");
+}
+
+function showText(node, text) {
+  setText(node, text);
+  show(node, text !== "");
 }
 
 /** The file name, or the last part of the link until the server has named the file. */
@@ -556,17 +448,4 @@ function normalise(target, source) {
   }
   if (source.path && typeof source.path === "string") target.path = source.path;
   return target;
-}
-
-function isObject(value) {
-  return value !== null && typeof value === "object" && !Array.isArray(value);
-}
-
-function isText(value) {
-  return typeof value === "string" && value.trim() !== "";
-}
-
-function shorten(text, limit) {
-  const value = String(text);
-  return value.length > limit ? `${value.slice(0, limit - 1)}…` : value;
 }
