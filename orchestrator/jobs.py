@@ -118,6 +118,7 @@ class Job:
     # staging folder, renamed into place once every file of the bundle is verified
     install_root: str = ""
     already_present: bool = False  # completed without a download: the file was there already
+    compared: str | None = None  # how the file in place was found identical: "sha256" or "name and size"
     metadata: dict[str, Any] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
@@ -195,6 +196,7 @@ class Job:
             "metadata": self.metadata,
             "bundle": self.bundle,
             "already_present": self.already_present,
+            "compared": self.compared,
             "actions": self.actions,
             "request_id": self.request_id,
             "created": self.created,

@@ -587,6 +587,47 @@ def test_screenshot(page, server, origin, tmp_path):
     assert target.stat().st_size > 10_000
 
 
+def test_a_file_already_in_place_says_so_after_a_reload_and_compare_bytes_checks_it(
+    page, shared_server, origin
+):
+    server = shared_server
+    data = origin.add_file("/t16/in-place.safetensors", 256 * KiB)
+    url = origin.url("/t16/in-place.safetensors")
+    open_page(page, server)
+    _, first = submit(page, server, url)
+    expect(first).to_have_attribute("data-state", "completed", timeout=20_000)
+    gets = origin.stats("/t16/in-place.safetensors")["gets"]
+
+    again, card = submit(page, server, url)
+    expect(card).to_have_attribute("data-state", "completed", timeout=20_000)
+    says_only_name_and_size_were_compared(card)
+    page.reload()
+    expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
+    card = page.locator(f'#jobs [data-job="{again["id"]}"]')
+    says_only_name_and_size_were_compared(card)  # the job record keeps how it was compared
+    assert origin.stats("/t16/in-place.safetensors")["gets"] == gets  # nothing fetched for it
+
+    card.get_by_role("button", name="Compare bytes").click()
+    deadline = time.monotonic() + 10
+    while len(mine := [job for job in server.jobs() if job["url"] == url]) < 3:
+        assert time.monotonic() < deadline, "the comparison never started"
+        time.sleep(0.1)
+    compared = page.locator(f'#jobs [data-job="{mine[-1]["id"]}"]')
+    expect(compared).to_have_attribute("data-state", "completed", timeout=20_000)
+    expect(compared.locator(".job-state")).to_have_text("Already present")
+    expect(compared.get_by_role("button", name="Compare bytes")).to_be_hidden()
+    expect(compared.locator(".job-message")).to_be_hidden()
+    assert origin.stats("/t16/in-place.safetensors")["gets"] > gets  # fetched to be compared
+    assert (server.models / "lora" / "in-place.safetensors").read_bytes() == data
+
+
+def says_only_name_and_size_were_compared(card) -> None:
+    expect(card.locator(".job-state")).to_have_text("Already present")
+    expect(card.locator(".job-message")).to_contain_text("its bytes were not compared")
+    expect(card.locator(".job-path")).to_contain_text("Already in lora/in-place.safetensors")
+    expect(card.get_by_role("button", name="Compare bytes")).to_be_visible()
+
+
 def test_the_files_own_header_is_shown_and_a_contradicted_type_warns(page, shared_server, origin):
     """A plain link with type auto is filed by its header; a type the header contradicts warns."""
     server = shared_server

@@ -25,7 +25,7 @@ const BUSY_LIMIT = 6000;
 const JOB_FIELDS = [
   "url", "type", "folder", "state", "label", "filename", "source", "engine", "progress",
   "downloaded", "total", "rate", "eta", "sha256", "path", "created", "updated", "size", "actions",
-  "verified", "bundle",
+  "verified", "bundle", "compared",
 ];
 let cardCounter = 0;
 
@@ -447,5 +447,6 @@ function normalise(target, source) {
     target.error = isObject(source.error) ? source.error : null;
   }
   if (source.path && typeof source.path === "string") target.path = source.path;
+  if (typeof source.already_present === "boolean") target.alreadyPresent = source.already_present;
   return target;
 }

@@ -180,6 +180,7 @@ class Worker:
         job.rate, job.eta = 0.0, None
         job.hashing = done.sha256 is None and not done.already_present
         job.already_present = done.already_present
+        job.compared = done.compared if done.already_present else None
         self.ctx.move(live, State.COMPLETED)
         live.forget_credentials()
         self.ctx.release(job)

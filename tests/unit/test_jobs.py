@@ -86,6 +86,7 @@ def test_public_has_the_documented_fields_and_no_tokens() -> None:
         "metadata",
         "bundle",
         "already_present",
+        "compared",
         "actions",
         "request_id",
         "created",
