@@ -543,6 +543,23 @@ def test_odd_input_is_refused_or_shown_as_text(page, shared_server, origin):
     assert "ünï" not in page.locator("body").inner_text()
 
 
+def test_the_type_menu_shows_its_folder_and_remembers_the_last_type_picked(page, shared_server):
+    open_page(page, shared_server)
+    expect(page.locator("#type")).to_have_value("lora")  # nothing picked yet in this browser
+    expect(page.locator("#type-folder code")).to_have_text("lora/")
+    page.select_option("#type", "vae")
+    expect(page.locator("#type-folder code")).to_have_text("vae/")
+    page.select_option("#type", "auto")
+    expect(page.locator("#type-folder")).to_contain_text(
+        "the folder the file's own header or CivitAI's model type names"
+    )
+    page.select_option("#type", "embedding")
+    page.reload()
+    expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
+    expect(page.locator("#type")).to_have_value("embedding")
+    expect(page.locator("#type-folder code")).to_have_text("embedding/")
+
+
 def test_phone_width_and_keyboard_only(page, shared_server, origin):
     server = shared_server
     origin.add_file("/t7/phone.safetensors", 64 * KiB)

@@ -9,6 +9,7 @@ import { LibraryView } from "./library.js";
 import { SetPicker } from "./sets.js";
 import { LiveSocket } from "./socket.js";
 import { savedTokenFields, setupTokens } from "./tokens.js";
+import { ModelTypes } from "./types.js";
 import { maxUrlLength, setVocabulary } from "./vocabulary.js";
 
 const $ = (id) => document.getElementById(id);
@@ -38,12 +39,9 @@ const ui = {
 };
 
 const BASE_TITLE = document.title;
-const LAST_TYPE_KEY = "sd-last-type";
 const REQUEST_TIMEOUT = 20_000;
 
 const state = {
-  types: [],
-  typeByName: new Map(),
   // Download requests sent by this page and not answered yet: id -> {url, timer}.
   pending: new Map(),
   // Actions sent by this page: id -> {job, action}.
@@ -55,67 +53,7 @@ const state = {
 
 // ---------- model types ----------
 
-function shortType(type) {
-  const text = type?.description || type?.name || "";
-  return text.replace(/\s*\(.*\)\s*$/, "");
-}
-
-function describeType(name) {
-  const type = state.typeByName.get(name);
-  return type ? shortType(type) : name ?? "";
-}
-
-function setTypes(types) {
-  const valid = (Array.isArray(types) ? types : []).filter((t) => t && typeof t.name === "string");
-  if (!valid.length) return false;
-  state.types = valid;
-  state.typeByName = new Map(valid.map((t) => [t.name, t]));
-  let wanted = ui.type.value;
-  if (!state.typeByName.has(wanted)) {
-    try {
-      wanted = localStorage.getItem(LAST_TYPE_KEY) ?? "";
-    } catch {
-      wanted = "";
-    }
-  }
-  if (!state.typeByName.has(wanted)) wanted = state.typeByName.has("lora") ? "lora" : valid[0].name;
-  ui.type.replaceChildren(
-    ...valid.map((t) => el("option", { value: t.name, text: t.description || t.name })),
-  );
-  ui.type.value = wanted;
-  ui.type.disabled = false;
-  showTypeFolder();
-  jobs.markAllDirty();
-  return true;
-}
-
-function showTypeFolder() {
-  const type = state.typeByName.get(ui.type.value);
-  const code = ui.typeFolder.querySelector("code");
-  // "auto" has no folder of its own: CivitAI's model type picks it
-  setText(code, type ? (type.folder ? `${type.folder}/` : "the folder of CivitAI's model type") : "");
-  show(ui.typeFolder, Boolean(type));
-}
-
-async function loadTypesOverRest() {
-  try {
-    const response = await fetch("api/types", { headers: { Accept: "application/json" } });
-    if (!response.ok) return;
-    const body = await response.json();
-    setTypes(body?.types);
-  } catch {
-    // the socket will bring them with the next hello
-  }
-}
-
-ui.type.addEventListener("change", () => {
-  showTypeFolder();
-  try {
-    localStorage.setItem(LAST_TYPE_KEY, ui.type.value);
-  } catch {
-    // not important
-  }
-});
+const types = new ModelTypes({ select: ui.type, folderHint: ui.typeFolder, onChange: () => jobs.markAllDirty() });
 
 // ---------- messages beside the form and toasts ----------
 
@@ -167,7 +105,7 @@ function submitDownload() {
     return;
   }
   const type = ui.type.value;
-  if (!type || !state.typeByName.has(type)) {
+  if (!type || !types.has(type)) {
     showUrlError("The model types have not loaded yet. Wait for the connection and try again.");
     return;
   }
@@ -227,7 +165,7 @@ function onHello(data) {
   setVocabulary(data.vocabulary);
   showEngine(data.engine);
   showNotices(data.notices);
-  if (!setTypes(data.types) && !state.types.length) loadTypesOverRest();
+  if (!types.set(data.types) && !types.list.length) types.load();
   bundles.replaceAll(data.bundles);
   jobs.replaceAll(data.jobs);
   models.refresh();
@@ -456,7 +394,7 @@ function verifyExisting(job) {
 const jobs = new JobList(ui.jobs, {
   onAction: sendAction,
   onVerify: verifyExisting,
-  describeType,
+  describeType: (name) => types.describe(name),
   onChange: jobsChanged,
   inBundle: (jobId) => Boolean(bundles.bundleOf(jobId)),
   onRendered: (jobId) => bundles.jobChanged(jobId),
@@ -512,7 +450,7 @@ const models = new LibraryView({
   filter: $("models-filter"),
   type: $("models-type"),
   base: $("models-base"),
-  typeOrder: () => state.types,
+  typeOrder: () => types.list,
   toast,
   tokens: () => ({ civitai_token: savedTokenFields().civitai_token }),
 });
