@@ -340,16 +340,18 @@ class LibraryService:
             return None  # a bundle's folder still in staging: the next scan finds it in place
         kind = next(kind for kind, folder in self.roots() if Path(os.path.abspath(folder)) == root)
         said = job.metadata.get("civitai") if job.source == civitai.NAME else None
-        record = self.index.record_download(
-            root,
-            kind,
-            full,
-            job.sha256,
-            job_source(job),
-            civitai_record=said if isinstance(said, dict) else None,
-        )
-        with contextlib.suppress(OSError):  # the sidecars the download wrote, so its card shows them
-            self._reread_sidecars(record)
+        # one transaction: a reader never sees the file without what its sidecars say
+        with self.index.batch():
+            record = self.index.record_download(
+                root,
+                kind,
+                full,
+                job.sha256,
+                job_source(job),
+                civitai_record=said if isinstance(said, dict) else None,
+            )
+            with contextlib.suppress(OSError):  # the sidecars the download wrote, so its card shows them
+                self._reread_sidecars(record)
         return self.index.get(record.id)
 
     async def _entries(self, file_ids: list[int]) -> list[dict[str, Any]]:
