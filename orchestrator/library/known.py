@@ -32,9 +32,6 @@ class HashCache:
             self._known[stat] = files.sha256_of(path, None, True)
         return self._known[stat]
 
-    def remember(self, stat: FileStat, sha256: str) -> None:
-        self._known[stat] = sha256
-
 
 class KnownHashes:
     """The index first, then one read of the file."""
@@ -49,7 +46,6 @@ class KnownHashes:
         record = self._record(path)
         unchanged = record is not None and record.stat == now
         if record is not None and unchanged and record.sha256:
-            self.cache.remember(now, record.sha256)
             return record.sha256
         digest = self.cache(path)
         if record is not None and unchanged and FileStat.of(path.stat()) == now:
