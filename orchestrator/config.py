@@ -124,7 +124,7 @@ class Settings:
     comfyui_extra_paths: Path | None = None  # an extra_model_paths.yaml of one's own
     a1111: Path | None = None  # an AUTOMATIC1111 / Forge install: models/, embeddings/
     subfolder_template: str = ""  # e.g. "{base_model}": a subfolder for downloads that name none
-    library_lookups: bool = True  # ask CivitAI by hash what files of unknown source are, and for updates
+    library_lookups: bool = True  # ask CivitAI by hash: unknown files, updates, workflow models
 
     @property
     def exposed(self) -> bool:
@@ -234,7 +234,8 @@ _FLAGS: dict[str, tuple[str, str | None, str]] = {
     "library-lookups": (
         "ORCHESTRATOR_LIBRARY_LOOKUPS",
         "on",
-        "ask CivitAI by SHA-256 what files of unknown source are, and whether newer versions exist: on | off",
+        "ask CivitAI by SHA-256 what files of unknown source are, whether newer versions exist, and where"
+        " a workflow's models known only by hash are: on | off",
     ),
 }
 

@@ -19,7 +19,7 @@ from typing import Any
 from .. import intake, roots
 from ..config import AUTO_TYPE, MODEL_TYPES
 from ..errors import OrchestratorError
-from ..pipeline.context import HashOf
+from ..pipeline.context import FindLinks, HashOf
 from ..roots import ModelRoots
 from ..sources import Credentials, civitai, http
 from . import hf_folder
@@ -113,15 +113,32 @@ def _with_tokens(requests: list[dict[str, Any]], body: dict[str, Any]) -> list[d
 
 
 def workflow_table(
-    data: bytes, filename: str | None, model_roots: ModelRoots, hash_of: HashOf
+    data: bytes,
+    filename: str | None,
+    model_roots: ModelRoots,
+    hash_of: HashOf,
+    find_links: FindLinks | None = None,
 ) -> dict[str, Any]:
     """Every model the workflow names, each with its status: present, different (a file of that
-    name whose SHA-256 is not the workflow's), missing, or no_link."""
+    name whose SHA-256 is not the workflow's), missing, or no_link. A model with no link but a
+    SHA-256 is missing, with CivitAI's link, when `find_links` finds it there."""
     workflow = read_workflow(data, filename)
-    return {
-        "format": workflow.format,
-        "models": [_row(model, model_roots, hash_of) for model in workflow.models],
-    }
+    rows = [_row(model, model_roots, hash_of) for model in workflow.models]
+    if find_links is not None:
+        _link_by_hash(rows, find_links)
+    return {"format": workflow.format, "models": rows}
+
+
+def _link_by_hash(rows: list[dict[str, Any]], find_links: FindLinks) -> None:
+    unlinked = [row for row in rows if row["status"] == "no_link" and row["sha256"]]
+    if not unlinked:
+        return
+    links = find_links([row["sha256"] for row in unlinked])
+    for row in unlinked:
+        link = links.get(row["sha256"])
+        if link is not None:
+            row.update(url=link, status="missing", found_by="civitai_hash")
+            row["note"] = "The workflow gives no link; CivitAI has a file with its SHA-256."
 
 
 def workflow_plan(
@@ -131,9 +148,10 @@ def workflow_plan(
     model_roots: ModelRoots,
     hash_of: HashOf,
     layout: str,
+    find_links: FindLinks | None = None,
 ) -> Plan:
     """The missing models that have a link, as one bundle; the others as entries."""
-    table = workflow_table(data, filename, model_roots, hash_of)
+    table = workflow_table(data, filename, model_roots, hash_of, find_links)
     requests, entries = [], []
     for row in table["models"]:
         if row["status"] == "missing":
@@ -150,7 +168,7 @@ def workflow_plan(
 
 
 def _row(model: ModelRef, model_roots: ModelRoots, hash_of: HashOf) -> dict[str, Any]:
-    row = {**model.public(), "status": "missing", "path": None, "note": ""}
+    row = {**model.public(), "status": "missing", "path": None, "note": "", "found_by": None}
     for path in roots.find_present(model_roots, model.model_type, model.name):
         if model.sha256 and hash_of(path) != model.sha256:
             row.update(status="different", path=str(path))

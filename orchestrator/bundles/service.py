@@ -63,6 +63,17 @@ class BundleService:
         """The SHA-256 of a file in place: the library index's when it has it, else read once."""
         return (self.manager.ctx.library_hash or self._hashes)(path)
 
+    def find_links(self, hashes: list[str]) -> dict[str, str]:
+        """Links for models a workflow names only by SHA-256, from the library (none without one)."""
+        find = self.manager.ctx.library_find
+        if find is None:
+            return {}
+        try:
+            return find(hashes)
+        except Exception:  # a look-up is a nicety: the table stands without it
+            log.exception("CivitAI by-hash look-up for a workflow failed")
+            return {}
+
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -116,7 +127,9 @@ class BundleService:
     async def read_workflow(self, data: bytes, filename: str | None) -> dict[str, Any]:
         """The models a workflow names and which are in place (nothing is downloaded)."""
         roots = self.manager.ctx.roots
-        return await asyncio.to_thread(plans.workflow_table, data, filename, roots, self.hashes)
+        return await asyncio.to_thread(
+            plans.workflow_table, data, filename, roots, self.hashes, self.find_links
+        )
 
     async def civitai_files(self, url: str, credentials: Credentials, exposed: bool) -> VersionFiles:
         """The files of the CivitAI version a link names, for a person to pick from."""
@@ -143,6 +156,7 @@ class BundleService:
                 self.manager.ctx.roots,
                 self.hashes,
                 settings.layout,
+                self.find_links,
             )
         key = f"plan{new_job_id()}"
         try:

@@ -30,7 +30,7 @@ from ..net import session
 from ..policy import Policy
 from ..sources import civitai
 from ..sources import http as source_http
-from . import civitai_lookup, duplicates, listing, naming, remove
+from . import civitai_lookup, duplicates, find_links, listing, naming, remove
 from . import sidecars as read_sidecars
 from .civitai_lookup import Hit, LookupSettings, Update
 from .index import LibraryIndex
@@ -67,6 +67,7 @@ class LibraryService:
         manager.ctx.announce.listeners.append(self._heard)
         manager.ctx.library_link = self.link_existing
         manager.ctx.library_hash = KnownHashes(self.index, self.roots)
+        manager.ctx.library_find = self.civitai_links
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -79,6 +80,7 @@ class LibraryService:
         self._cancel.set()
         self.manager.ctx.library_link = None  # the index closes: the pipeline downloads as before
         self.manager.ctx.library_hash = None
+        self.manager.ctx.library_find = None
         with contextlib.suppress(ValueError):
             self.manager.ctx.announce.listeners.remove(self._heard)
         if self._scan is not None:
@@ -258,6 +260,22 @@ class LibraryService:
         for hit in report.hits:
             described.extend(self._describe_hit(hit, policy))
         return described
+
+    def civitai_links(self, hashes: list[str]) -> dict[str, str]:
+        """Blocking: download links of files known only by their SHA-256, where CivitAI knows them
+        (never asked when look-ups are off: the hashes would leave the machine)."""
+        if not self.settings.library_lookups or not hashes:
+            return {}
+        with session(self._session_policy()) as guarded:
+            return find_links.civitai_links(
+                self.index,
+                guarded,
+                civitai.base_url(),
+                source_http.token_from(None, "CIVITAI_TOKEN"),
+                hashes,
+                settings=LOOKUP_SETTINGS,
+                cancel=self._cancel,
+            )
 
     def _describe_hit(self, hit: Hit, policy: Policy) -> list[int]:
         """The sidecars a download writes, beside each file of these bytes that has none."""

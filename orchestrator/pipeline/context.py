@@ -25,6 +25,9 @@ Resolver = Callable[[str, Credentials, Policy], Resolved]
 LibraryLink = Callable[[str, Path], "str | None"]
 # The SHA-256 of a file in place, the library index's when it has the file unchanged. Blocking.
 HashOf = Callable[[Path], str]
+# Download links for files known only by their SHA-256: {sha256: link} for those CivitAI knows.
+# Blocking (it may ask CivitAI).
+FindLinks = Callable[[list[str]], "dict[str, str]"]
 
 
 @dataclass
@@ -39,6 +42,7 @@ class Context:
     egress: EgressProxy | None = None
     library_link: LibraryLink | None = None  # set by the library when the app runs one
     library_hash: HashOf | None = None  # likewise
+    library_find: FindLinks | None = None  # likewise
 
     def move(self, live: LiveJob, state: State) -> None:
         """Every state change: checked against the transition table, then saved before any event."""

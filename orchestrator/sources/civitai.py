@@ -210,7 +210,7 @@ class VersionFiles:
     versions: tuple[dict[str, Any], ...]  # the model's versions, newest first (id, name, published)
 
     def download_link(self, file: VersionFile) -> str:
-        return f"{site_url()}/api/download/models/{self.version_id}?fileId={file.id}"
+        return download_link(self.version_id, file.id)
 
     def public(self) -> dict[str, Any]:
         return {
@@ -579,9 +579,11 @@ def describe_found(version: dict[str, Any], sha256: str, policy: Policy) -> Desc
     return Description("civitai", record, chosen.get("id"), _fetch_preview(_preview(version), policy))
 
 
-def download_link(version_id: int) -> str:
-    """The link that downloads a version's primary file, on the configured host."""
-    return f"{base_url()}/api/download/models/{int(version_id)}"
+def download_link(version_id: int, file_id: int | None = None) -> str:
+    """The link that downloads a version's primary file (or the file with `file_id`), on the
+    configured host."""
+    link = f"{base_url()}/api/download/models/{int(version_id)}"
+    return link if file_id is None else f"{link}?fileId={int(file_id)}"
 
 
 def _fetch_preview(url: Any, policy: Policy) -> tuple[str, bytes] | None:

@@ -272,6 +272,75 @@ def test_a_workflow_lists_present_missing_and_linkless_models_and_downloads_the_
     assert (server.models / "vae" / "ae.safetensors").read_bytes() == present  # left alone
 
 
+def test_a_workflow_model_with_only_a_hash_is_found_on_civitai_and_downloaded_with_the_rest(
+    server_factory, world
+):
+    """ComfyUI's templates often name a model by file name and SHA-256 alone: CivitAI's by-hash
+    answer gives the link, asked once; a hash CivitAI does not know stays without a link."""
+    lora = opaque_safetensors(blob(MiB, "hash-only lora"))
+    world.civitai.add_model(900, "Hash Only", type="LORA")
+    world.civitai.add_version(900, 901, [File("civitai-name.safetensors", lora, primary=True)], name="v1")
+    unknown = "cd" * 32
+    document = workflow(
+        [
+            {
+                "name": "ink.safetensors",
+                "url": "",
+                "directory": "loras",
+                "hash": sha(lora),
+                "hash_type": "SHA256",
+            },
+            {
+                "name": "lost.safetensors",
+                "url": "",
+                "directory": "vae",
+                "hash": unknown,
+                "hash_type": "SHA256",
+            },
+        ],
+        [],
+    )
+    server = server_factory("--layout", "comfyui", env=world.env)
+
+    table = server.api("POST", "/api/workflows", data=json.dumps(document)).json()
+    rows = {row["name"]: row for row in table["models"]}
+    assert (rows["ink.safetensors"]["status"], rows["ink.safetensors"]["found_by"]) == (
+        "missing",
+        "civitai_hash",
+    )
+    assert "/api/download/models/901?fileId=" in rows["ink.safetensors"]["url"]
+    assert (rows["lost.safetensors"]["status"], rows["lost.safetensors"]["url"]) == ("no_link", None)
+    asked = len(world.civitai.seen("/api/v1/model-versions/by-hash"))
+    assert asked == 1  # both hashes in one bulk call
+
+    made = create(server, {"kind": "workflow", "workflow": document, "filename": "templ.json"})
+    assert made["counts"]["total"] == 1
+    assert [(e["name"], e["status"]) for e in made["entries"]] == [("lost.safetensors", "no_link")]
+    done = wait_bundle(server, made["id"], {"completed", "failed"})
+    assert done["state"] == "completed", done
+    # under the workflow's name for it, checked against its hash
+    assert (server.models / "loras" / "ink.safetensors").read_bytes() == lora
+    assert len(world.civitai.seen("/api/v1/model-versions/by-hash")) == asked  # answers were kept
+
+
+def test_with_library_look_ups_off_a_workflows_hashes_never_leave_the_machine(server_factory, world):
+    lora = opaque_safetensors(blob(MiB, "private"))
+    world.civitai.add_model(910, "Private", type="LORA")
+    world.civitai.add_version(910, 911, [File("p.safetensors", lora, primary=True)])
+    entry = {
+        "name": "p.safetensors",
+        "url": "",
+        "directory": "loras",
+        "hash": sha(lora),
+        "hash_type": "SHA256",
+    }
+    server = server_factory("--layout", "comfyui", env={**world.env, "ORCHESTRATOR_LIBRARY_LOOKUPS": "off"})
+    table = server.api("POST", "/api/workflows", data=json.dumps(workflow([entry], []))).json()
+    [row] = table["models"]
+    assert row["status"] == "no_link" and row["hint"]["kind"] == "civitai_hash"
+    assert world.civitai.seen("/api/v1/model-versions/by-hash") == []
+
+
 def test_a_workflow_model_whose_hash_is_not_the_file_in_place_is_shown_as_different(server_factory, origin):
     origin.add_file("/wf/model.safetensors", MiB)
     server = server_factory("--layout", "comfyui")
