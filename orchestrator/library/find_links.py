@@ -2,8 +2,9 @@
 `url`): what CivitAI's by-hash answer says of each.
 
 The answers live where every other CivitAI look-up lives, in the library index: a hash asked
-about once is answered from it (a miss is asked again after a day, a failure after ten
-minutes), and a hit is the same knowledge the library uses to identify files.
+about once is answered from it (a miss is asked again after a day; a call that failed is asked
+again the next time someone looks), and a hit is the same knowledge the library uses to
+identify files.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import requests
 
 from ..sources import civitai
 from .civitai_lookup import LookupSettings, identify
-from .index import ERROR_RETRY, MISS_TTL, LibraryIndex
+from .index import MISS_TTL, LibraryIndex
 from .records import Lookup, normal_sha256
 
 
@@ -44,11 +45,10 @@ def civitai_links(
 
 
 def _worth_asking(known: Lookup | None, now: float) -> bool:
-    if known is None:
+    """Never asked, a miss older than a day, or a failed call (a person is asking again now)."""
+    if known is None or known.state == "error":
         return True
-    if known.state == "miss":
-        return known.checked < now - MISS_TTL
-    return known.state == "error" and known.checked < now - ERROR_RETRY
+    return known.state == "miss" and known.checked < now - MISS_TTL
 
 
 def _link(known: Lookup | None, sha: str) -> str | None:

@@ -44,6 +44,15 @@ log = logging.getLogger(__name__)
 PROGRESS_EVERY = 0.5  # seconds between two scan_progress events
 LISTED = 50  # names per kind of change a scan_done event carries
 LOOKUP_SETTINGS = LookupSettings(timeout=(5.0, 30.0))
+# a person waits for a workflow's table: a short wait, and a busy CivitAI means no link this time
+TABLE_LOOKUP_SETTINGS = LookupSettings(
+    pause=0.2,
+    timeout=(5.0, 15.0),
+    max_wait=10.0,
+    max_rate_limited=2,
+    max_server_errors=1,
+    max_failed_batches=1,
+)
 
 
 class LibraryService:
@@ -273,7 +282,7 @@ class LibraryService:
                 civitai.base_url(),
                 source_http.token_from(None, "CIVITAI_TOKEN"),
                 hashes,
-                settings=LOOKUP_SETTINGS,
+                settings=TABLE_LOOKUP_SETTINGS,
                 cancel=self._cancel,
             )
 

@@ -323,6 +323,27 @@ def test_a_workflow_model_with_only_a_hash_is_found_on_civitai_and_downloaded_wi
     assert len(world.civitai.seen("/api/v1/model-versions/by-hash")) == asked  # answers were kept
 
 
+def test_a_civitai_that_fails_leaves_the_model_linkless_and_is_asked_again_next_time(server_factory, world):
+    lora = opaque_safetensors(blob(MiB, "later"))
+    world.civitai.add_model(920, "Later", type="LORA")
+    world.civitai.add_version(920, 921, [File("l.safetensors", lora, primary=True)])
+    entry = {
+        "name": "l.safetensors",
+        "url": "",
+        "directory": "loras",
+        "hash": sha(lora),
+        "hash_type": "SHA256",
+    }
+    document = json.dumps(workflow([entry], []))
+    server = server_factory("--layout", "comfyui", env=world.env)
+    world.civitai.cloudflare = True  # an HTML challenge page instead of JSON
+    [row] = server.api("POST", "/api/workflows", data=document).json()["models"]
+    assert row["status"] == "no_link" and row["url"] is None
+    world.civitai.cloudflare = False
+    [row] = server.api("POST", "/api/workflows", data=document).json()["models"]
+    assert row["status"] == "missing" and row["found_by"] == "civitai_hash"
+
+
 def test_with_library_look_ups_off_a_workflows_hashes_never_leave_the_machine(server_factory, world):
     lora = opaque_safetensors(blob(MiB, "private"))
     world.civitai.add_model(910, "Private", type="LORA")
