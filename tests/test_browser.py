@@ -9,6 +9,7 @@ Set UPDATE_SCREENSHOT=1 to (re)write docs/screenshot.png from test_screenshot.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import time
@@ -883,6 +884,39 @@ def test_a_civitai_card_shows_the_model_and_its_page_and_copies_its_trigger_word
     card.get_by_role("button", name="Copy trigger words").click()
     expect(card.locator(".copy-status")).to_have_text("Copied")
     assert page.evaluate("navigator.clipboard.readText()") == "ink wash, sumi-e"
+
+
+def test_a_workflow_model_known_only_by_its_hash_is_found_on_civitai_and_downloaded(page, world_server):
+    from tests.fakes.civitai import File
+
+    world, live = world_server
+    lora = built.opaque_safetensors(os.urandom(MiB))
+    world.civitai.add_model(830, "Hash Only", "LORA")
+    world.civitai.add_version(830, 831, [File("whatever.safetensors", lora, primary=True)])
+    digest = hashlib.sha256(lora).hexdigest()
+    document = {
+        "nodes": [{"id": 1, "type": "LoraLoader", "mode": 0, "widgets_values": ["ink.safetensors", 1, 1]}],
+        "links": [],
+        "models": [
+            {
+                "name": "ink.safetensors",
+                "url": "",
+                "directory": "loras",
+                "hash": digest,
+                "hash_type": "SHA256",
+            }
+        ],
+    }
+    open_page(page, live)
+    drop_file(page, "#download-section", "template.json", json.dumps(document), "application/json")
+    row = page.locator("#set-rows tr")
+    expect(row).to_have_count(1)
+    expect(row.locator("td").nth(2)).to_have_text("Missing")
+    expect(row.locator("td").nth(3)).to_contain_text("(found by its SHA-256)")
+    page.locator("#set-download").click()
+    card = page.locator("#bundles li.bundle")
+    expect(card).to_have_attribute("data-state", "completed", timeout=30_000)
+    assert (live.models / "lora" / "ink.safetensors").read_bytes() == lora
 
 
 def test_a_hub_folder_link_in_the_form_becomes_one_card_and_lands_whole(page, world_server):
