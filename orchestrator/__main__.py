@@ -69,10 +69,13 @@ def run_server(settings: Settings) -> None:
     else:
         settings = replace(settings, access_token=new_access_token())
     from .errors import OrchestratorError
+    from .jobs import exclusive_state
     from .manager import model_roots
 
     try:
         model_roots(settings)  # a bad extra_model_paths.yaml or install folder stops here, said plainly
+        with exclusive_state(settings.state_dir):
+            pass  # the app takes it for good at start-up; asked here, its refusal is one plain line
     except OrchestratorError as error:
         print(f"error: {error.code}: {error.message}", file=sys.stderr)
         sys.exit(2)

@@ -266,6 +266,36 @@ def test_bad_command_lines_say_why_and_write_nothing(cli):
 # -- against a running server ---------------------------------------------------------
 
 
+def test_one_job_list_has_one_manager_a_second_server_or_local_get_on_it_says_so(cli, server_factory, origin):
+    """Two managers on one state folder would each resume and finish the other's downloads."""
+    origin.add_file("/lock/x.safetensors", 64 * 1024)
+    server = server_factory()
+    second = subprocess.run(
+        [*server.command()[:6], "--port", str(free_port()), *server.command()[8:]],
+        env={**cli.env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode == 2, second.stderr
+    assert "state_in_use" in second.stderr and str(server.state) in second.stderr
+    local = cli.run(
+        "get",
+        origin.url("/lock/x.safetensors"),
+        "--type",
+        "lora",
+        "--local",
+        "--state-dir",
+        str(server.state),
+        "--models-dir",
+        str(server.models),
+    )
+    assert local.returncode == 1 and "Another orchestrator" in local.stderr, local.stderr
+    assert server.api("GET", "/api/downloads").json()["jobs"] == []
+    assert not (server.models / "lora" / "x.safetensors").exists()
+    assert server.api("GET", "/api/health").status_code == 200  # the first is unharmed
+
+
 def test_get_submits_to_the_running_server_so_the_page_sees_it(cli, server_factory, origin):
     data = origin.add_file("/srv/upscaler.pth", 2 * MiB)
     server = server_factory()
