@@ -492,6 +492,39 @@ def test_reconnects_after_a_server_restart_without_duplicates(page, server, orig
     expect(page.locator(f'#jobs [data-job="{job["id"]}"]')).to_have_attribute("data-state", "completed")
 
 
+def test_a_server_restarted_with_a_new_token_tells_the_page_why_it_is_refused(page, tmp_path):
+    """Exposed (bound beyond loopback), the page's session is the token's; after a restart
+    with another token the live connection is refused (1008) and the page says what to do."""
+    import secrets
+
+    first, second = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    live = LiveServer(tmp_path)
+    live.extra += ["--host", "0.0.0.0"]
+    live.env = {"ORCHESTRATOR_TOKEN": first}
+    live.start()
+    try:
+        page.goto(f"{live.base}/?token={first}")  # the login link the server printed
+        expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
+        assert first not in page.url  # the link's token is traded for a cookie and dropped
+        expect(page.locator("#access-hint")).to_be_hidden()
+
+        live.stop()
+        live.env = {"ORCHESTRATOR_TOKEN": second}
+        live.start()
+        hint = page.locator("#access-hint")
+        expect(hint).to_be_visible(timeout=20_000)
+        expect(hint).to_have_text(
+            "The server needs its access token: open the link it printed when it started."
+        )
+        expect(page.locator("#connection")).not_to_have_attribute("data-state", "connected")
+
+        page.goto(f"{live.base}/?token={second}")
+        expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
+        expect(page.locator("#access-hint")).to_be_hidden()
+    finally:
+        live.stop()
+
+
 def test_a_running_job_survives_a_server_restart_and_finishes(page, server, origin):
     data = origin.add_file("/t8/long.safetensors", 8 * MiB, rate=96 * KiB)
     open_page(page, server)
