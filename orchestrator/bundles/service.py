@@ -46,7 +46,7 @@ class BundleService:
         self.manager = manager
         self.store = store
         self.hub = hub
-        self._hashes = HashCache()  # when no library runs (`get --local`)
+        self._hashes = HashCache()  # while no library runs (before it starts, after it stops)
         self.bundles: dict[str, Bundle] = {bundle.id: bundle for bundle in store.load_all()}
         self._dirty: set[str] = set(self.bundles)
         self._shown: dict[str, str] = {}  # the state each bundle's last event said
