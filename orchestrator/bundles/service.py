@@ -341,6 +341,9 @@ class BundleService:
                     job.path = self._shown_path(destination / job.subfolder / job.filename)
                     job.folder = self._shown_path(destination / job.subfolder)
                     self.manager.ctx.save(job)
+                    # clients see where it went; the library records it with its verified hash
+                    live = self.manager.registry.get(job.id)
+                    self.manager.ctx.announce.event(live, "moved", path=job.path, folder=job.folder)
             bundle.installed = True
             await asyncio.to_thread(self._remove_staging, bundle)
         except OrchestratorError as error:

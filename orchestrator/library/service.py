@@ -342,7 +342,12 @@ class LibraryService:
 
     def _heard(self, job: Job, status: str) -> None:
         """Every job event (maybe from a worker thread): a finished file with its SHA-256 is recorded."""
-        if status not in ("success", "hashed") or not job.sha256 or not job.path or self._loop is None:
+        if (
+            status not in ("success", "hashed", "moved")
+            or not job.sha256
+            or not job.path
+            or self._loop is None
+        ):
             return
         self._loop.call_soon_threadsafe(self._record_soon, job)
 
@@ -364,7 +369,7 @@ class LibraryService:
         full = path if path.is_absolute() else self.settings.models_dir / path
         root = remove.root_of(Path(os.path.abspath(full)), self.roots())
         if root is None or not job.sha256:
-            return None  # a bundle's folder still in staging: the next scan finds it in place
+            return None  # a bundle's folder still in staging: its `moved` events come when it is in place
         kind = next(kind for kind, folder in self.roots() if Path(os.path.abspath(folder)) == root)
         said = job.metadata.get("civitai") if job.source == civitai.NAME else None
         # one transaction: a reader never sees the file without what its sidecars say

@@ -191,6 +191,37 @@ def test_civitai_failing_leaves_the_library_whole_and_says_why(server_factory, t
 # -- downloads, scans ----------------------------------------------------------------------------
 
 
+def test_a_hub_folders_files_are_recorded_where_the_folder_went_and_no_scan_hashes_them(
+    server_factory, world
+):
+    parts = {
+        "vae/config.json": b'{"_class_name": "AutoencoderKL"}',
+        "vae/diffusion_pytorch_model.safetensors": blob(256 * KiB, "folder vae"),
+        "vae/extra/second.safetensors": blob(128 * KiB, "folder extra"),
+    }
+    world.hub.add_repo("acme/kit")
+    for path, data in parts.items():
+        world.hub.add_file("acme/kit", path, data, lfs=path.endswith(".safetensors"))
+    server = server_factory(env=world.env)
+    answer = server.api(
+        "POST", "/api/bundles", json={"kind": "hf_folder", "url": "hf://acme/kit/vae/", "type": "vae"}
+    )
+    assert answer.status_code == 201, answer.text
+    made = answer.json()["bundle"]
+    deadline = time.monotonic() + 60
+    while server.api("GET", f"/api/bundles/{made['id']}").json()["bundle"]["state"] != "completed":
+        assert time.monotonic() < deadline, server.log()[-3000:]
+        time.sleep(0.1)
+
+    weights = {"vae/vae/diffusion_pytorch_model.safetensors", "vae/vae/extra/second.safetensors"}
+    found = wait_files(server, lambda f: weights <= {p for p, e in f.items() if e["sha256"]})
+    for path in weights:
+        assert found[path]["sha256"] == sha(parts[path.removeprefix("vae/")])
+        assert found[path]["source"]["kind"] == "huggingface"
+    result = scan_and_wait(server)
+    assert result["hashed_files"] == 0  # the verified hashes were kept; nothing read again
+
+
 def test_a_download_is_recorded_with_its_verified_hash_and_no_scan_hashes_it_again(
     server_factory, tmp_path, world
 ):
