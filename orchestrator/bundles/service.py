@@ -61,15 +61,16 @@ class BundleService:
 
     def hashes(self, path: Path) -> str:
         """The SHA-256 of a file in place: the library index's when it has it, else read once."""
-        return (self.manager.ctx.library_hash or self._hashes)(path)
+        library = self.manager.ctx.library
+        return library.sha256_of(path) if library is not None else self._hashes(path)
 
     def find_links(self, hashes: list[str]) -> dict[str, str]:
         """Links for models a workflow names only by SHA-256, from the library (none without one)."""
-        find = self.manager.ctx.library_find
-        if find is None:
+        library = self.manager.ctx.library
+        if library is None:
             return {}
         try:
-            return find(hashes)
+            return library.civitai_links(hashes)
         except Exception:  # a look-up is a nicety: the table stands without it
             log.exception("CivitAI by-hash look-up for a workflow failed")
             return {}

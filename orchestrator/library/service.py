@@ -74,9 +74,8 @@ class LibraryService:
         self._cached: tuple[int, list[FileRecord]] | None = None
         self._quiet = False
         manager.ctx.announce.listeners.append(self._heard)
-        manager.ctx.library_link = self.link_existing
-        manager.ctx.library_hash = KnownHashes(self.index, self.roots)
-        manager.ctx.library_find = self.civitai_links
+        self.known = KnownHashes(self.index, self.roots)
+        manager.ctx.library = self
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -87,9 +86,7 @@ class LibraryService:
 
     async def stop(self) -> None:
         self._cancel.set()
-        self.manager.ctx.library_link = None  # the index closes: the pipeline downloads as before
-        self.manager.ctx.library_hash = None
-        self.manager.ctx.library_find = None
+        self.manager.ctx.library = None  # the index closes: the pipeline downloads as before
         with contextlib.suppress(ValueError):
             self.manager.ctx.announce.listeners.remove(self._heard)
         if self._scan is not None:
@@ -269,6 +266,10 @@ class LibraryService:
         for hit in report.hits:
             described.extend(self._describe_hit(hit, policy))
         return described
+
+    def sha256_of(self, path: Path) -> str:
+        """Blocking: the SHA-256 of a file in place, read only when the index does not know it."""
+        return self.known(path)
 
     def civitai_links(self, hashes: list[str]) -> dict[str, str]:
         """Blocking: download links of files known only by their SHA-256, where CivitAI knows them

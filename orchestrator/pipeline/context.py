@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from .. import files
 from ..config import Settings
@@ -20,14 +21,23 @@ from .registry import LiveJob, Registry
 from .resolving import ResolvePool
 
 Resolver = Callable[[str, Credentials, Policy], Resolved]
-# The library's hard link of bytes it already has: (sha256, target) -> where they were found
-# (as people see paths), or None when it has none or cannot link there. Blocking.
-LibraryLink = Callable[[str, Path], "str | None"]
-# The SHA-256 of a file in place, the library index's when it has the file unchanged. Blocking.
-HashOf = Callable[[Path], str]
-# Download links for files known only by their SHA-256: {sha256: link} for those CivitAI knows.
-# Blocking (it may ask CivitAI).
-FindLinks = Callable[[list[str]], "dict[str, str]"]
+HashOf = Callable[[Path], str]  # the SHA-256 of a file in place
+FindLinks = Callable[[list[str]], "dict[str, str]"]  # {sha256: a link that downloads those bytes}
+
+
+class Library(Protocol):
+    """What the pipeline and the bundles ask of the model library (library/service.py) while one
+    runs; without one they download and hash as if there were none. Every method blocks."""
+
+    def link_existing(self, sha256: str, target: Path) -> str | None:
+        """Hard-link bytes it already has to `target`: where they were found (as people see
+        paths), or None when it has none or cannot link there."""
+
+    def sha256_of(self, path: Path) -> str:
+        """The SHA-256 of a file in place: the index's when it knows the file unchanged."""
+
+    def civitai_links(self, hashes: list[str]) -> dict[str, str]:
+        """Download links for files known only by their SHA-256, for those CivitAI knows."""
 
 
 @dataclass
@@ -40,9 +50,7 @@ class Context:
     resolving: ResolvePool
     roots: ModelRoots
     egress: EgressProxy | None = None
-    library_link: LibraryLink | None = None  # set by the library when the app runs one
-    library_hash: HashOf | None = None  # likewise
-    library_find: FindLinks | None = None  # likewise
+    library: Library | None = None  # set by the library while it runs
 
     def move(self, live: LiveJob, state: State) -> None:
         """Every state change: checked against the transition table, then saved before any event."""

@@ -313,9 +313,9 @@ async def _in_place(ctx: Context, live: LiveJob) -> Completed | None:
 async def _from_library(ctx: Context, job: Job, target: Path) -> Completed | None:
     """Bytes with the published SHA-256 already in the library, anywhere: a hard link to them
     instead of a download (the same file system only; elsewhere the download goes ahead)."""
-    if not job.expected_sha256 or ctx.library_link is None or job.verify_existing:
+    if not job.expected_sha256 or ctx.library is None or job.verify_existing:
         return None
-    found = await asyncio.to_thread(ctx.library_link, job.expected_sha256, target)
+    found = await asyncio.to_thread(ctx.library.link_existing, job.expected_sha256, target)
     if found is None:
         return None
     await add_sidecars(ctx, job, target)
