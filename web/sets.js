@@ -269,6 +269,7 @@ function workflowRow(model) {
       link = model.url;
     }
     if (model.found_by === "civitai_hash") link += " (found by its SHA-256)";
+    if (model.held_at) link += ` (in the library as ${model.held_at})`;
   } else if (model.note) link = model.note;
   if (model.status === "different" || model.status === "present") link = model.path ?? link;
   return [el("span", { class: "set-name", text: model.name }), model.directory, status, link];

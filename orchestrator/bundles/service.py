@@ -75,6 +75,11 @@ class BundleService:
             log.exception("CivitAI by-hash look-up for a workflow failed")
             return {}
 
+    def holding(self, sha256: str) -> str | None:
+        """Where the library has a file with these bytes, unchanged since it was hashed."""
+        library = self.manager.ctx.library
+        return library.holding(sha256) if library is not None else None
+
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -128,9 +133,7 @@ class BundleService:
     async def read_workflow(self, data: bytes, filename: str | None) -> dict[str, Any]:
         """The models a workflow names and which are in place (nothing is downloaded)."""
         roots = self.manager.ctx.roots
-        return await asyncio.to_thread(
-            plans.workflow_table, data, filename, roots, self.hashes, self.find_links
-        )
+        return await asyncio.to_thread(plans.workflow_table, data, filename, roots, self)
 
     async def civitai_files(self, url: str, credentials: Credentials, exposed: bool) -> VersionFiles:
         """The files of the CivitAI version a link names, for a person to pick from."""
@@ -155,9 +158,8 @@ class BundleService:
                 filename,
                 body,
                 self.manager.ctx.roots,
-                self.hashes,
+                self,
                 settings.layout,
-                self.find_links,
             )
         key = f"plan{new_job_id()}"
         try:

@@ -397,6 +397,11 @@ class LibraryService:
 
         return await asyncio.to_thread(build)
 
+    def holding(self, sha256: str) -> str | None:
+        """Blocking: where the library has a file with these bytes, unchanged since it was hashed."""
+        existing = duplicates.find_existing(self.index, sha256)
+        return listing.shown_path(existing.path, self.settings.models_dir) if existing else None
+
     def link_existing(self, sha256: str, target: Path) -> str | None:
         """Blocking, for the pipeline: a hard link at `target` to a file of these bytes the library
         has (unchanged since it was hashed); where it was found, or None (then it downloads)."""

@@ -22,7 +22,6 @@ from .resolving import ResolvePool
 
 Resolver = Callable[[str, Credentials, Policy], Resolved]
 HashOf = Callable[[Path], str]  # the SHA-256 of a file in place
-FindLinks = Callable[[list[str]], "dict[str, str]"]  # {sha256: a link that downloads those bytes}
 
 
 class Library(Protocol):
@@ -38,6 +37,9 @@ class Library(Protocol):
 
     def civitai_links(self, hashes: list[str]) -> dict[str, str]:
         """Download links for files known only by their SHA-256, for those CivitAI knows."""
+
+    def holding(self, sha256: str) -> str | None:
+        """Where it has a file with these bytes, unchanged since hashed (as people see paths)."""
 
 
 @dataclass

@@ -323,6 +323,36 @@ def test_a_workflow_model_with_only_a_hash_is_found_on_civitai_and_downloaded_wi
     assert len(world.civitai.seen("/api/v1/model-versions/by-hash")) == asked  # answers were kept
 
 
+def test_a_workflow_model_the_library_holds_under_another_name_is_linked_not_fetched(server_factory, origin):
+    data = opaque_safetensors(blob(MiB, "held"))
+    origin.add_file("/wf/held.safetensors", data=data)
+    server = server_factory("--layout", "comfyui")
+    (server.models / "loras").mkdir(parents=True, exist_ok=True)
+    (server.models / "loras" / "my-name.safetensors").write_bytes(data)  # placed by hand
+    assert server.api("POST", "/api/models/scan").status_code == 202
+    deadline = time.monotonic() + 30
+    while server.api("GET", "/api/models").json()["library"]["last_scan"] is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    entry = {
+        "name": "held.safetensors",
+        "url": origin.url("/wf/held.safetensors"),
+        "directory": "loras",
+        "hash": sha(data),
+        "hash_type": "SHA256",
+    }
+    document = workflow([entry], [])
+    [row] = server.api("POST", "/api/workflows", data=json.dumps(document)).json()["models"]
+    assert (row["status"], row["held_at"]) == ("missing", "loras/my-name.safetensors")
+
+    made = create(server, {"kind": "workflow", "workflow": document})
+    assert wait_bundle(server, made["id"], {"completed", "failed"})["state"] == "completed"
+    placed = server.models / "loras" / "held.safetensors"
+    assert placed.read_bytes() == data
+    assert placed.stat().st_ino == (server.models / "loras" / "my-name.safetensors").stat().st_ino
+    assert origin.stats("/wf/held.safetensors")["gets"] == 0
+
+
 def test_a_civitai_that_fails_leaves_the_model_linkless_and_is_asked_again_next_time(server_factory, world):
     lora = opaque_safetensors(blob(MiB, "later"))
     world.civitai.add_model(920, "Later", type="LORA")
