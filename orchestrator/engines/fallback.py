@@ -44,6 +44,9 @@ WRITE_SIZE = 256 * 1024
 # those are continued from; a file without one has unknown bytes and starts from zero.
 CONTROL_SUFFIX = ".fallback"
 CONTROL_EVERY = 0.25  # seconds between updates of that record while bytes arrive
+# ... or sooner, after this much (or one read's worth at the current rate): bytes that arrive in
+# a burst and are followed by silence (a stalled connection) are still vouched for
+CONTROL_BYTES = 1024 * 1024
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 _TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
 
@@ -343,7 +346,7 @@ class RequestsEngine:
             self._hash_prefix(run, have)
         run.completed = have
         run.samples.append((time.monotonic(), have))
-        recorded = time.monotonic()
+        recorded, recorded_bytes = time.monotonic(), have
         with open(run.path, "r+b" if have else "wb") as handle, _HashingThread(run.hasher) as hasher:
             handle.seek(have)
             _write_control(run.path, have)
@@ -364,15 +367,22 @@ class RequestsEngine:
                         )
                     run.hashed = run.completed
                     run.samples.append((time.monotonic(), run.completed))
-                    if time.monotonic() - recorded > CONTROL_EVERY:
+                    if self._record_due(run, recorded, recorded_bytes):
                         handle.flush()  # the record must never count bytes still in our buffer
                         _write_control(run.path, run.completed)
-                        recorded = time.monotonic()
+                        recorded, recorded_bytes = time.monotonic(), run.completed
             finally:
                 handle.flush()
                 # a removed run's file, or a replaced thread's, may belong to a newer run by now
                 if run.stop != "remove" and run.thread is threading.current_thread():
                     _write_control(run.path, run.completed)
+
+    @staticmethod
+    def _record_due(run: _Run, recorded: float, recorded_bytes: int) -> bool:
+        unrecorded = run.completed - recorded_bytes
+        return time.monotonic() - recorded > CONTROL_EVERY or unrecorded >= max(
+            CONTROL_BYTES, int(run.speed() * READ_SECONDS)
+        )
 
     def _read_size(self, run: _Run) -> int:
         if self.chunk_size:

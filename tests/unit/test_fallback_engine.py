@@ -413,6 +413,33 @@ def test_a_plain_link_is_not_hashed_while_streaming(
     assert (tmp_path / "model.safetensors").read_bytes() == data
 
 
+def test_bytes_before_a_silence_are_vouched_for_however_quickly_they_came(
+    origin: Origin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """2 MiB, then a connection that goes silent: the record beside the file must already count
+    most of them even when they all came within one timed record's interval (a busy machine
+    reads what piled up in the socket at once), or the stall watchdog's new request would have
+    to start over from zero."""
+    monkeypatch.setattr(fallback, "CONTROL_EVERY", 3600.0)  # no timed record in this test
+    engine = RequestsEngine(max_active=1, retries=0, timeout=(5, 3))
+    try:
+        origin.add_file(
+            "/silent.bin",
+            4 * 1024 * 1024,
+            stall_after=2 * 1024 * 1024,
+            stall_seconds=20,
+            rate=4 * 1024 * 1024,
+        )
+        handle = engine.start(transfer(origin, "/silent.bin", tmp_path))
+        wait_for(engine, handle, lambda s: s.completed >= 1024 * 1024)
+        time.sleep(0.3)
+        recorded = json.loads((tmp_path / "model.safetensors.fallback").read_text())["bytes"]
+        assert recorded >= 1024 * 1024
+        assert (tmp_path / "model.safetensors").stat().st_size >= recorded
+    finally:
+        engine.close()
+
+
 def test_close_lets_no_waiting_run_take_a_freed_slot_and_finish(origin: Origin, tmp_path: Path) -> None:
     """A shutdown pauses everything: the slot the running download frees must not go to a
     queued one that then completes before it too is told to stop."""
