@@ -1,11 +1,13 @@
-"""Shared fixtures for the unit tests: fake origins on loopback addresses."""
+"""Shared fixtures for the unit tests: fake origins on loopback addresses, a library index."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from orchestrator.library import LibraryIndex
 from tests.fakes.origin import Origin
 
 
@@ -32,3 +34,18 @@ def origin2() -> Iterator[Origin]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> Iterator[LibraryIndex]:
+    """A library index in a real SQLite file of its own."""
+    with LibraryIndex.in_state_dir(tmp_path / "state") as made:
+        yield made
+
+
+@pytest.fixture
+def loras(tmp_path: Path) -> Path:
+    """An empty LoRA folder inside a models folder."""
+    folder = tmp_path / "models" / "loras"
+    folder.mkdir(parents=True)
+    return folder

@@ -43,19 +43,6 @@ def api(storage: SignedStorage) -> Iterator[FakeCivitai]:
 
 
 @pytest.fixture
-def loras(tmp_path: Path) -> Path:
-    folder = tmp_path / "models" / "loras"
-    folder.mkdir(parents=True)
-    return folder
-
-
-@pytest.fixture
-def index(tmp_path: Path) -> Iterator[LibraryIndex]:
-    with LibraryIndex.in_state_dir(tmp_path / "state") as made:
-        yield made
-
-
-@pytest.fixture
 def session() -> Iterator[requests.Session]:
     with requests.Session() as made:
         yield made

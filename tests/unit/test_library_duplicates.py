@@ -6,7 +6,6 @@ import errno
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,12 +30,6 @@ def models(tmp_path: Path) -> Path:
     (root / "lora").mkdir(parents=True)
     (root / "checkpoint").mkdir()
     return root
-
-
-@pytest.fixture
-def index(tmp_path: Path) -> Iterator[LibraryIndex]:
-    with LibraryIndex.in_state_dir(tmp_path / "state") as made:
-        yield made
 
 
 def test_a_published_hash_finds_the_file_already_there(models: Path, index: LibraryIndex) -> None:

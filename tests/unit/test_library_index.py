@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,19 +16,6 @@ from orchestrator.library import LibraryIndex, Source, scan
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-@pytest.fixture
-def loras(tmp_path: Path) -> Path:
-    folder = tmp_path / "models" / "loras"
-    folder.mkdir(parents=True)
-    return folder
-
-
-@pytest.fixture
-def index(tmp_path: Path) -> Iterator[LibraryIndex]:
-    with LibraryIndex.in_state_dir(tmp_path / "state") as made:
-        yield made
 
 
 def code_of(call: Callable[..., object], *args: object, **kwargs: object) -> str:

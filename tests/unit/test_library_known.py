@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,19 +17,6 @@ from orchestrator.library.records import FileStat
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-@pytest.fixture
-def loras(tmp_path: Path) -> Path:
-    folder = tmp_path / "models" / "loras"
-    folder.mkdir(parents=True)
-    return folder
-
-
-@pytest.fixture
-def index(tmp_path: Path) -> Iterator[LibraryIndex]:
-    with LibraryIndex.in_state_dir(tmp_path / "state") as made:
-        yield made
 
 
 class CountedReads:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,12 +25,6 @@ def models(tmp_path: Path) -> Path:
 @pytest.fixture
 def roots(models: Path) -> Roots:
     return [("lora", models / "lora"), ("checkpoint", models / "checkpoint")]
-
-
-@pytest.fixture
-def index(tmp_path: Path) -> Iterator[LibraryIndex]:
-    with LibraryIndex.in_state_dir(tmp_path / "state") as made:
-        yield made
 
 
 def files_in(folder: Path) -> list[str]:

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,12 +32,6 @@ def models(tmp_path: Path) -> Path:
     for folder in ("loras/SDXL", "checkpoints", "vae"):
         (root / folder).mkdir(parents=True)
     return root
-
-
-@pytest.fixture
-def index(tmp_path: Path) -> Iterator[LibraryIndex]:
-    with LibraryIndex.in_state_dir(tmp_path / "state") as made:
-        yield made
 
 
 def roots_of(models: Path) -> list[tuple[str, Path]]:
