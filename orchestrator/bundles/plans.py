@@ -14,12 +14,12 @@ import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from .. import intake, roots
 from ..config import AUTO_TYPE, MODEL_TYPES
 from ..errors import OrchestratorError
-from ..pipeline.context import HashOf
+from ..pipeline.context import HashOf, Library
 from ..roots import ModelRoots
 from ..sources import Credentials, civitai, http
 from . import hf_folder
@@ -112,29 +112,15 @@ def _with_tokens(requests: list[dict[str, Any]], body: dict[str, Any]) -> list[d
 # -- ComfyUI workflows ---------------------------------------------------------------------------
 
 
-class Known(Protocol):
-    """What a workflow's table asks of the files already known (the library, when one runs).
-    Every method blocks."""
-
-    def hashes(self, path: Path) -> str:
-        """The SHA-256 of a file in place."""
-
-    def find_links(self, hashes: list[str]) -> dict[str, str]:
-        """{sha256: a link that downloads those bytes} for the hashes some source knows."""
-
-    def holding(self, sha256: str) -> str | None:
-        """Where a file with these bytes already is (as people see paths), or None."""
-
-
 def workflow_table(
-    data: bytes, filename: str | None, model_roots: ModelRoots, known: Known
+    data: bytes, filename: str | None, model_roots: ModelRoots, known: Library
 ) -> dict[str, Any]:
     """Every model the workflow names, each with its status: present, different (a file of that
     name whose SHA-256 is not the workflow's), missing, or no_link. A model with no link but a
     SHA-256 is missing, with CivitAI's link, when CivitAI has those bytes; a missing one whose
     bytes the library holds elsewhere says where (the download links them instead of fetching)."""
     workflow = read_workflow(data, filename)
-    rows = [_row(model, model_roots, known.hashes) for model in workflow.models]
+    rows = [_row(model, model_roots, known.sha256_of) for model in workflow.models]
     _link_by_hash(rows, known)
     for row in rows:
         if row["status"] == "missing" and row["sha256"] and (held := known.holding(row["sha256"])):
@@ -145,11 +131,11 @@ def workflow_table(
     return {"format": workflow.format, "models": rows}
 
 
-def _link_by_hash(rows: list[dict[str, Any]], known: Known) -> None:
+def _link_by_hash(rows: list[dict[str, Any]], known: Library) -> None:
     unlinked = [row for row in rows if row["status"] == "no_link" and row["sha256"]]
     if not unlinked:
         return
-    links = known.find_links([row["sha256"] for row in unlinked])
+    links = known.civitai_links([row["sha256"] for row in unlinked])
     for row in unlinked:
         link = links.get(row["sha256"])
         if link is not None:
@@ -162,7 +148,7 @@ def workflow_plan(
     filename: str | None,
     body: dict[str, Any],
     model_roots: ModelRoots,
-    known: Known,
+    known: Library,
     layout: str,
 ) -> Plan:
     """The missing models that have a link, as one bundle; the others as entries."""

@@ -23,8 +23,9 @@ from .. import files, messages
 from ..errors import OrchestratorError
 from ..events import Hub
 from ..jobs import Job, Placement, State, new_job_id
-from ..library.known import HashCache
+from ..library.known import NoLibrary
 from ..manager import Manager
+from ..pipeline.context import Library
 from ..pipeline.registry import MAX_ACTIVE_JOBS
 from ..policy import Policy
 from ..sidecars import sidecar_paths
@@ -46,7 +47,7 @@ class BundleService:
         self.manager = manager
         self.store = store
         self.hub = hub
-        self._hashes = HashCache()  # while no library runs (before it starts, after it stops)
+        self._no_library = NoLibrary()  # before the library starts, after it stops
         self.bundles: dict[str, Bundle] = {bundle.id: bundle for bundle in store.load_all()}
         self._dirty: set[str] = set(self.bundles)
         self._shown: dict[str, str] = {}  # the state each bundle's last event said
@@ -59,26 +60,9 @@ class BundleService:
         self._stopping = False
         manager.ctx.announce.listeners.append(self._heard)
 
-    def hashes(self, path: Path) -> str:
-        """The SHA-256 of a file in place: the library index's when it has it, else read once."""
-        library = self.manager.ctx.library
-        return library.sha256_of(path) if library is not None else self._hashes(path)
-
-    def find_links(self, hashes: list[str]) -> dict[str, str]:
-        """Links for models a workflow names only by SHA-256, from the library (none without one)."""
-        library = self.manager.ctx.library
-        if library is None:
-            return {}
-        try:
-            return library.civitai_links(hashes)
-        except Exception:  # a look-up is a nicety: the table stands without it
-            log.exception("CivitAI by-hash look-up for a workflow failed")
-            return {}
-
-    def holding(self, sha256: str) -> str | None:
-        """Where the library has a file with these bytes, unchanged since it was hashed."""
-        library = self.manager.ctx.library
-        return library.holding(sha256) if library is not None else None
+    def _library(self) -> Library:
+        """What is known of the files in place: the library's index while it runs."""
+        return self.manager.ctx.library or self._no_library
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -133,7 +117,7 @@ class BundleService:
     async def read_workflow(self, data: bytes, filename: str | None) -> dict[str, Any]:
         """The models a workflow names and which are in place (nothing is downloaded)."""
         roots = self.manager.ctx.roots
-        return await asyncio.to_thread(plans.workflow_table, data, filename, roots, self)
+        return await asyncio.to_thread(plans.workflow_table, data, filename, roots, self._library())
 
     async def civitai_files(self, url: str, credentials: Credentials, exposed: bool) -> VersionFiles:
         """The files of the CivitAI version a link names, for a person to pick from."""
@@ -158,7 +142,7 @@ class BundleService:
                 filename,
                 body,
                 self.manager.ctx.roots,
-                self,
+                self._library(),
                 settings.layout,
             )
         key = f"plan{new_job_id()}"
@@ -167,7 +151,13 @@ class BundleService:
             if kind == "hf_folder":
                 roots, models = self.manager.ctx.roots, settings.models_dir
                 return await asyncio.to_thread(
-                    plans.hf_folder_plan, body, roots, models, policy, self.hashes, settings.layout
+                    plans.hf_folder_plan,
+                    body,
+                    roots,
+                    models,
+                    policy,
+                    self._library().sha256_of,
+                    settings.layout,
                 )
             if kind == "civitai":
                 return await asyncio.to_thread(plans.civitai_plan, body, policy, settings.layout)

@@ -33,6 +33,23 @@ class HashCache:
         return self._known[stat]
 
 
+class NoLibrary:
+    """The `Library` port (pipeline/context.py) while no library runs: nothing is known
+    beforehand, so files are read (and remembered) and nothing is linked or looked up."""
+
+    def __init__(self) -> None:
+        self.sha256_of = HashCache()
+
+    def link_existing(self, sha256: str, target: Path) -> str | None:
+        return None
+
+    def civitai_links(self, hashes: list[str]) -> dict[str, str]:
+        return {}
+
+    def holding(self, sha256: str) -> str | None:
+        return None
+
+
 class KnownHashes:
     """The index first, then one read of the file."""
 

@@ -276,16 +276,20 @@ class LibraryService:
         (never asked when look-ups are off: the hashes would leave the machine)."""
         if not self.settings.library_lookups or not hashes:
             return {}
-        with session(self._session_policy()) as guarded:
-            return find_links.civitai_links(
-                self.index,
-                guarded,
-                civitai.base_url(),
-                source_http.token_from(None, "CIVITAI_TOKEN"),
-                hashes,
-                settings=TABLE_LOOKUP_SETTINGS,
-                cancel=self._cancel,
-            )
+        try:
+            with session(self._session_policy()) as guarded:
+                return find_links.civitai_links(
+                    self.index,
+                    guarded,
+                    civitai.base_url(),
+                    source_http.token_from(None, "CIVITAI_TOKEN"),
+                    hashes,
+                    settings=TABLE_LOOKUP_SETTINGS,
+                    cancel=self._cancel,
+                )
+        except Exception:  # a look-up is a nicety: the workflow's table stands without it
+            log.exception("CivitAI by-hash look-up for a workflow failed")
+            return {}
 
     def _describe_hit(self, hit: Hit, policy: Policy) -> list[int]:
         """The sidecars a download writes, beside each file of these bytes that has none."""
