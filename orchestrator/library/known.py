@@ -61,11 +61,12 @@ class KnownHashes:
     def __call__(self, path: Path) -> str:
         now = FileStat.of(path.stat())
         record = self._record(path)
-        unchanged = record is not None and record.stat == now
-        if record is not None and unchanged and record.sha256:
+        if record is None or record.stat != now:
+            return self.cache(path)  # not indexed, or changed since: the next scan sets it right
+        if record.sha256:
             return record.sha256
         digest = self.cache(path)
-        if record is not None and unchanged and FileStat.of(path.stat()) == now:
+        if FileStat.of(path.stat()) == now:  # still what the row describes: it may keep the hash
             self.index.set_hash(record.id, digest, only_if_unhashed=True)
         return digest
 
