@@ -162,8 +162,8 @@ def _download(
             f"Sending to the server at {client.base_url}; files land in its models folder "
             "(--local downloads in this process instead)."
         )
-        if (credentials.civitai or credentials.huggingface) and client.plain_http_elsewhere:
-            say("warning: tokens go to that server over plain http; use https or an SSH tunnel")
+        if credentials.civitai or credentials.huggingface:
+            client.warn_if_tokens_go_in_clear()
         try:
             return run_remote(client, items, credentials, args.overwrite, progress, bundles)
         finally:

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 from typing import Any
 
+from ..sources.http import token_from
 from .control import connect
 from .items import CliError
 from .progress import human_size
@@ -129,12 +128,9 @@ def _rm(client: ServerClient, path: str) -> int:
 def _update(client: ServerClient, path: str) -> int:
     # the caller's CivitAI key, as `get` sends it: a server started without one can still fetch
     # an early-access or login-only version
-    token = os.environ.get("CIVITAI_TOKEN", "").strip() or None
-    if token and client.plain_http_elsewhere:
-        print(
-            "warning: the token goes to that server over plain http; use https or an SSH tunnel",
-            file=sys.stderr,
-        )
+    token = token_from(None, "CIVITAI_TOKEN")
+    if token:
+        client.warn_if_tokens_go_in_clear()
     job = client.update_model(path, token)
     print(f"Downloading the newer version as job {job['id']} ({job['label']}); see `orchestrator ls`.")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -69,6 +70,15 @@ class ServerClient:
         """True when tokens we send would cross a network unencrypted."""
         parts = urlsplit(self.base_url)
         return parts.scheme == "http" and not is_loopback(parts.hostname or "")
+
+    def warn_if_tokens_go_in_clear(self) -> None:
+        """Said before tokens are sent to a server reached over plain http across a network."""
+        if self.plain_http_elsewhere:
+            print(
+                "warning: tokens go to that server over plain http; use https or an SSH tunnel",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def health(self) -> dict[str, Any]:
         """The health answer; ServerGone when no orchestrator answers, ServerError on 401."""
