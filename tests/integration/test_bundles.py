@@ -353,18 +353,23 @@ def test_a_workflow_model_the_library_holds_under_another_name_is_linked_not_fet
     assert origin.stats("/wf/held.safetensors")["gets"] == 0
 
 
-def test_a_civitai_that_fails_leaves_the_model_linkless_and_is_asked_again_next_time(server_factory, world):
-    lora = opaque_safetensors(blob(MiB, "later"))
-    world.civitai.add_model(920, "Later", type="LORA")
-    world.civitai.add_version(920, 921, [File("l.safetensors", lora, primary=True)])
+def hash_only_workflow(world, model_id: int, name: str) -> str:
+    """A workflow naming one LoRA by file name and SHA-256 alone, a file CivitAI has."""
+    lora = opaque_safetensors(blob(MiB, name))
+    world.civitai.add_model(model_id, name.title(), type="LORA")
+    world.civitai.add_version(model_id, model_id + 1, [File(f"{name}.safetensors", lora, primary=True)])
     entry = {
-        "name": "l.safetensors",
+        "name": f"{name}.safetensors",
         "url": "",
         "directory": "loras",
         "hash": sha(lora),
         "hash_type": "SHA256",
     }
-    document = json.dumps(workflow([entry], []))
+    return json.dumps(workflow([entry], []))
+
+
+def test_a_civitai_that_fails_leaves_the_model_linkless_and_is_asked_again_next_time(server_factory, world):
+    document = hash_only_workflow(world, 920, "later")
     server = server_factory("--layout", "comfyui", env=world.env)
     world.civitai.cloudflare = True  # an HTML challenge page instead of JSON
     [row] = server.api("POST", "/api/workflows", data=document).json()["models"]
@@ -375,18 +380,9 @@ def test_a_civitai_that_fails_leaves_the_model_linkless_and_is_asked_again_next_
 
 
 def test_with_library_look_ups_off_a_workflows_hashes_never_leave_the_machine(server_factory, world):
-    lora = opaque_safetensors(blob(MiB, "private"))
-    world.civitai.add_model(910, "Private", type="LORA")
-    world.civitai.add_version(910, 911, [File("p.safetensors", lora, primary=True)])
-    entry = {
-        "name": "p.safetensors",
-        "url": "",
-        "directory": "loras",
-        "hash": sha(lora),
-        "hash_type": "SHA256",
-    }
+    document = hash_only_workflow(world, 910, "private")
     server = server_factory("--layout", "comfyui", env={**world.env, "ORCHESTRATOR_LIBRARY_LOOKUPS": "off"})
-    table = server.api("POST", "/api/workflows", data=json.dumps(workflow([entry], []))).json()
+    table = server.api("POST", "/api/workflows", data=document).json()
     [row] = table["models"]
     assert row["status"] == "no_link" and row["hint"]["kind"] == "civitai_hash"
     assert world.civitai.seen("/api/v1/model-versions/by-hash") == []

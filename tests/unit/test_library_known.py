@@ -39,10 +39,8 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> CountedReads:
 def test_a_scanned_file_is_answered_from_the_index_without_reading_it(
     loras: Path, index: LibraryIndex, reads: CountedReads
 ) -> None:
-    model = loras / "style.safetensors"
-    model.write_bytes(b"lora bytes" * 1000)
-    scan(index, [("lora", loras)])
-    known = KnownHashes(index, lambda: [("lora", loras)])
+    model = scanned(index, loras, b"lora bytes" * 1000)
+    known = known_in(index, loras)
     assert known(model) == sha(model.read_bytes())
     assert reads.paths == []
 
@@ -50,13 +48,11 @@ def test_a_scanned_file_is_answered_from_the_index_without_reading_it(
 def test_a_file_changed_since_the_scan_is_read_and_its_real_hash_given(
     loras: Path, index: LibraryIndex, reads: CountedReads
 ) -> None:
-    model = loras / "style.safetensors"
-    model.write_bytes(b"old" * 1000)
-    scan(index, [("lora", loras)])
+    model = scanned(index, loras, b"old" * 1000)
     with open(model, "r+b") as handle:  # same inode, new bytes
         handle.write(b"new")
     os.utime(model, ns=(1, 1))
-    known = KnownHashes(index, lambda: [("lora", loras)])
+    known = known_in(index, loras)
     assert known(model) == sha(model.read_bytes())
     assert known(model) == sha(model.read_bytes())
     assert reads.paths.count(model) == 1  # the second look came from memory
@@ -78,11 +74,11 @@ def test_an_indexed_file_without_a_hash_is_read_once_and_the_index_keeps_it(
         sidecar_sig=None,
         now=0.0,
     )
-    assert known_first(index, loras, model) == sha(model.read_bytes())
+    assert known_in(index, loras)(model) == sha(model.read_bytes())
     record = index.get_by_path(loras, Path("style.safetensors"))
     assert record is not None and record.sha256 == sha(model.read_bytes())
     reads.paths.clear()
-    assert known_first(index, loras, model) == sha(model.read_bytes())  # a new cache: the index answers
+    assert known_in(index, loras)(model) == sha(model.read_bytes())  # a new cache: the index answers
     assert reads.paths == []
 
 
@@ -91,8 +87,17 @@ def test_a_file_outside_every_library_folder_is_still_hashed(
 ) -> None:
     stray = tmp_path / "elsewhere.safetensors"
     stray.write_bytes(b"stray")
-    assert KnownHashes(index, lambda: [("lora", loras)])(stray) == sha(b"stray")
+    assert known_in(index, loras)(stray) == sha(b"stray")
 
 
-def known_first(index: LibraryIndex, loras: Path, model: Path) -> str:
-    return KnownHashes(index, lambda: [("lora", loras)])(model)
+def scanned(index: LibraryIndex, loras: Path, data: bytes) -> Path:
+    """A LoRA placed by hand and found by a scan (so the index holds its hash)."""
+    model = loras / "style.safetensors"
+    model.write_bytes(data)
+    scan(index, [("lora", loras)])
+    return model
+
+
+def known_in(index: LibraryIndex, loras: Path) -> KnownHashes:
+    """A fresh KnownHashes (an empty memory) over the LoRA folder."""
+    return KnownHashes(index, lambda: [("lora", loras)])
