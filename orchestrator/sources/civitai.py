@@ -92,11 +92,14 @@ def matches(text: str) -> bool:
     """CivitAI links on its hosts (scheme optional), AIR URNs and `<model>@<version>`."""
     if _AIR.fullmatch(text) or _PAIR.fullmatch(text):
         return True
-    return _host(text) in HOSTS or http.same_service(text if "://" in text else f"https://{text}", base_url())
+    url = text if "://" in text else f"https://{text}"
+    host = _host(url)
+    return host is not None and (host in HOSTS or http.same_service(url, base_url()))
 
 
-def _host(text: str) -> str | None:
-    parts = urlsplit(text if "://" in text else f"https://{text}")
+def _host(url: str) -> str | None:
+    """The host of an http(s) link, lower-case; None for any other scheme or a broken link."""
+    parts = urlsplit(url)
     if parts.scheme.lower() not in ("http", "https"):
         return None
     try:

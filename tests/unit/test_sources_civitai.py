@@ -128,6 +128,7 @@ def test_a_configured_endpoint_is_civitai_only_on_its_own_port(monkeypatch) -> N
     assert sources.identify("10.1.2.3:8080/models/1") == "civitai"
     assert sources.identify("http://10.1.2.3:9000/files/model.safetensors") == "direct"
     assert sources.identify("http://10.1.2.3/files/model.safetensors") == "direct"
+    assert not civitai.matches("ftp://10.1.2.3:8080/api/download/models/1")  # its port, not its scheme
 
 
 # -- choosing the file ---------------------------------------------------------------------------
